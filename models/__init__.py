@@ -1,0 +1,20 @@
+"""Networks and learnable heads, one file per family."""
+
+from .dfhnet import DFHNet
+from .resnet import ResNetHashing
+from .sphere import SphereNet_hashing, SphereNetHashing
+
+HASHING_ARCHS = ("dfhnet", "sphere20", "sphere64", "resnet18", "resnet34", "resnet50")
+
+
+def build_hashing_net(arch, hash_bits, pretrained=None):
+    """Build a hashing backbone by name; `pretrained` (a local file) is for ResNets only."""
+    if arch.startswith("resnet"):
+        return ResNetHashing(arch, hash_bits, pretrained=pretrained)
+    if pretrained is not None:
+        raise ValueError(f"pretrained weights are only supported for resnet archs, not {arch!r}")
+    if arch == "dfhnet":
+        return DFHNet(hash_bits)
+    if arch in ("sphere20", "sphere64"):
+        return SphereNet_hashing(num_layers=int(arch[len("sphere"):]), hashing_bits=hash_bits)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(HASHING_ARCHS)}")

@@ -1,0 +1,63 @@
+"""torchvision ResNet-18/34/50 with a hashing head in place of the classifier.
+
+The head is Linear -> BatchNorm1d to hash_bits, the same as DFHNet's hashing
+layer, so the output is real-valued and its sign is the binary code. The
+state_dict is torchvision's (`conv1.weight`, `layer1.0...`) except for `fc`,
+which becomes `fc.0.*` (Linear) and `fc.1.*` (BatchNorm1d). torchvision's
+adaptive average pool makes any input size of at least 32x32 work.
+
+Nothing is ever downloaded: ImageNet weights come from a local file.
+"""
+
+import os
+
+import torch
+import torch.nn as nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+ARCHS = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+class ResNetHashing(ResNet):
+    """A torchvision ResNet whose `fc` is a hashing head: images -> [B, hash_bits].
+
+    pretrained: optional path to a torchvision-layout ImageNet state_dict
+    (e.g. the file behind `ResNet18_Weights.IMAGENET1K_V1`); its `fc.*`
+    entries are ignored because the head is new.
+    """
+
+    def __init__(self, arch, hash_bits, pretrained=None):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown ResNet arch {arch!r}; choose one of {sorted(ARCHS)}")
+        block, layers = ARCHS[arch]
+        super().__init__(block, layers)
+        self.arch = arch
+        self.hash_bits = hash_bits
+        feat_dim = self.fc.in_features  # 512 for resnet18/34, 2048 for resnet50
+        self.fc = nn.Sequential(nn.Linear(feat_dim, hash_bits), nn.BatchNorm1d(hash_bits))
+        if pretrained is not None:
+            self.load_backbone(pretrained)
+
+    def load_backbone(self, path):
+        """Copy every non-`fc` weight from a local torchvision state_dict file."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"pretrained weights for {self.arch} not found: {path!r} "
+                f"(give a local torchvision {self.arch} state_dict file, or no pretrained file)"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = self.load_state_dict(backbone, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path!r} is not a torchvision {self.arch} state_dict: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        return self

@@ -1,0 +1,232 @@
+"""DCDH networks against the checkpoint manifests and golden forward outputs.
+
+Fixtures (copied from the shared checkpoint fixtures, see
+tests/fixtures/checkpoints/README.md): the dcdh_*.json manifests list every
+state_dict entry of the official networks; golden_dcdh_*.npz hold the outputs
+of the official networks filled with the deterministic weights of
+weight_fill.py.
+"""
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from models import DFHNet, ResNetHashing, SphereNet_hashing, build_hashing_net
+from weight_fill import fill_spec, fill_state_dict, fill_tensor, sine_input
+
+FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
+DFHNET_ENTRIES = 121  # backbone state_dict entries of DFHNet; the centers come next (k=121)
+
+
+def load_manifest(name):
+    with open(FIXTURES / name) as f:
+        return json.load(f)
+
+
+def load_golden(name):
+    with np.load(FIXTURES / name) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_matches_manifest(net, manifest):
+    expected = manifest["state_dicts"]["backbone"]
+    sd = net.state_dict()
+    assert list(sd) == list(expected)  # same keys, same order
+    for name, tensor in sd.items():
+        shape, dtype = expected[name]
+        assert list(tensor.shape) == shape, name
+        assert str(tensor.dtype) == f"torch.{dtype}", name
+    buffers = {name for name, _ in net.named_buffers()}
+    assert buffers == set(manifest["buffers"]["backbone"])
+    counts = manifest["parameters_vs_buffers"]["backbone"]
+    params = list(net.parameters())
+    assert len(params) == counts["n_parameters"]
+    assert len(buffers) == counts["n_buffers"]
+    assert sum(p.numel() for p in params) == counts["n_parameter_elements"]
+
+
+# ---------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("bits", [12, 24, 36, 48])
+def test_dfhnet_state_dict_matches_manifest(bits):
+    assert_matches_manifest(DFHNet(bits), load_manifest(f"dcdh_dfhnet_{bits}.json"))
+
+
+def test_spherenet20_state_dict_matches_manifest():
+    assert_matches_manifest(SphereNet_hashing(num_layers=20, hashing_bits=48), load_manifest("dcdh_spherenet20_48.json"))
+
+
+def test_spherenet64_layout():
+    net = SphereNet_hashing(num_layers=64, hashing_bits=32)
+    # each stage: conv, bn, prelu, then the residual units
+    assert [len(getattr(net, f"layer{i}")) - 3 for i in range(1, 5)] == [3, 8, 16, 3]
+    sd = net.state_dict()
+    assert sd["layer3.18.prelu2.weight"].shape == (256,)
+    assert sd["fc.weight"].shape == (512, 512 * 7 * 7)
+    assert sd["logits.weight"].shape == (32, 512)
+    with pytest.raises(ValueError):
+        SphereNet_hashing(num_layers=36)
+
+
+# ---------------------------------------------------------------- golden outputs
+
+
+GOLDEN = [
+    ("golden_dcdh_dfhnet48.npz", lambda: DFHNet(48)),
+    ("golden_dcdh_spherenet20_48.npz", lambda: SphereNet_hashing(num_layers=20, hashing_bits=48)),
+]
+
+
+@pytest.mark.parametrize("fixture,make_net", GOLDEN, ids=["dfhnet48", "sphere20_48"])
+def test_fill_rules_match_fixture_spec(fixture, make_net):
+    golden = load_golden(fixture)
+    expected = [tuple(entry) for entry in json.loads(str(golden["fill_spec_json"]))]
+    ours = [(k, name, list(shape), str(dtype).replace("torch.", ""), kind)
+            for k, name, shape, dtype, kind in fill_spec(make_net())]
+    assert ours == expected
+
+
+@pytest.mark.parametrize("fixture,make_net", GOLDEN, ids=["dfhnet48", "sphere20_48"])
+def test_golden_forward(fixture, make_net):
+    golden = load_golden(fixture)
+    net = make_net()
+    net.load_state_dict(fill_state_dict(net, phase=int(golden["fill_phase"])))
+    net.eval()
+    x = torch.from_numpy(golden["input"])
+    assert torch.equal(x, sine_input(golden["input"].shape))
+    with torch.no_grad():
+        out = net(x).numpy()
+    ref = golden["output_float64"]
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    codes = np.where(out > 0, 1, -1).astype(np.int8)
+    np.testing.assert_array_equal(codes, golden["codes"])
+
+
+def test_centers_fill_matches_fixture():
+    golden = load_golden("golden_dcdh_dfhnet48.npz")
+    centers = fill_tensor("centers", (530, 48), k=DFHNET_ENTRIES)
+    assert len(DFHNet(48).state_dict()) == DFHNET_ENTRIES
+    assert centers.dtype == torch.float32
+    np.testing.assert_array_equal(centers.numpy(), golden["centers"])
+
+
+def test_fill_tensor_rules():
+    sphere_sd = SphereNet_hashing(20, 48).state_dict()
+    head = list(sphere_sd.items())[:22]  # layer1.0 .. layer1.3: whole modules only
+    # a PReLU inside an nn.Sequential: found from the model, from bare names, or by kind=
+    from_model = {name: kind for _, name, _, _, kind in fill_spec(SphereNet_hashing(20, 48))}
+    from_names = {name: kind for _, name, _, _, kind in fill_spec(head)}
+    assert from_model["layer1.2.weight"] == from_names["layer1.2.weight"] == "prelu"
+    assert from_names["layer1.3.prelu1.weight"] == "prelu"
+    assert from_names["layer1.1.weight"] == "bn_weight"
+    assert torch.equal(fill_state_dict(head)["layer1.2.weight"],
+                       fill_tensor("layer1.2.weight", (64,), k=7, kind="prelu"))
+    nbt = fill_tensor("bn.num_batches_tracked", (), k=3)
+    assert nbt.dtype == torch.int64 and nbt.item() == 0
+    # a start index shifts the walk: entry i gets k + i (used for the extra tensors
+    # of a checkpoint, and the same for 'module.'-prefixed DataParallel names)
+    dfh = [("module." + name, t) for name, t in list(DFHNet(12).state_dict().items())[:7]]
+    shifted = fill_state_dict(dfh, k=5)
+    assert torch.equal(shifted["module.spatial_features_1.1.weight"],
+                       fill_tensor("spatial_features_1.1.weight", (32,), k=7))
+    assert torch.equal(shifted["module.spatial_features_1.0.weight"],
+                       fill_tensor("x.weight", (32, 3, 2, 2), k=5))
+
+
+# ---------------------------------------------------------------- checkpoint layout
+
+
+def test_dcdh_checkpoint_roundtrip(tmp_path):
+    """Stands in for the synthetic dcdh_facescrub48_synthetic.tar: same layout, same values."""
+    golden = load_golden("golden_dcdh_dfhnet48.npz")
+    backbone = fill_state_dict(DFHNet(48))
+    centers = fill_tensor("centers", (530, 48), k=len(backbone))
+    path = tmp_path / "dcdh_facescrub48.tar"
+    torch.save({"backbone": backbone, "centers": OrderedDict(centers=centers)}, path)
+
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    assert list(ck) == ["backbone", "centers"]
+    assert list(ck["centers"]) == ["centers"]
+    np.testing.assert_array_equal(ck["centers"]["centers"].numpy(), golden["centers"])
+    assert list(ck["backbone"]) == list(backbone)
+    for name, tensor in backbone.items():
+        assert ck["backbone"][name].dtype == tensor.dtype
+        assert torch.equal(ck["backbone"][name], tensor), name
+
+    net = DFHNet(48)
+    net.load_state_dict(ck["backbone"])
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.from_numpy(golden["input"])).numpy()
+    ref = golden["output_float64"]
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_dfhnet_trains():
+    # in-place ReLUs must not break autograd; the output is the BN'd hash layer
+    torch.manual_seed(0)
+    net = DFHNet(24)
+    out = net(torch.randn(4, 3, 32, 32))
+    assert out.shape == (4, 24)
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None for name, p in net.named_parameters() if not name.startswith("bn3."))
+
+
+# ---------------------------------------------------------------- ResNet
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_resnet18_hashing_shapes(size):
+    net = ResNetHashing("resnet18", 36).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 36)
+    sd = net.state_dict()
+    assert sd["fc.0.weight"].shape == (36, 512)
+    assert sd["fc.1.running_var"].shape == (36,)
+
+
+def test_resnet18_pretrained_from_local_file(tmp_path):
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(imagenet, path)
+    net = ResNetHashing("resnet18", 48, pretrained=str(path))
+    sd = net.state_dict()
+    for name, tensor in imagenet.items():
+        if not name.startswith("fc."):
+            assert torch.equal(sd[name], tensor), name
+    assert sd["fc.0.weight"].shape == (48, 512)
+
+
+def test_resnet_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ResNetHashing("resnet18", 48, pretrained=tmp_path / "missing.pth")
+    # weights of another depth are refused instead of half-loaded
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="not a torchvision resnet18"):
+        ResNetHashing("resnet18", 48, pretrained=path)
+    with pytest.raises(ValueError):
+        ResNetHashing("resnet101", 48)
+
+
+def test_build_hashing_net():
+    assert isinstance(build_hashing_net("dfhnet", 12), DFHNet)
+    sphere = build_hashing_net("sphere20", 24)
+    assert isinstance(sphere, SphereNet_hashing) and len(sphere.layer3) == 3 + 4
+    assert len(build_hashing_net("sphere64", 24).layer3) == 3 + 16
+    r50 = build_hashing_net("resnet50", 16)
+    assert isinstance(r50, ResNetHashing) and r50.fc[0].weight.shape == (16, 2048)
+    assert build_hashing_net("resnet34", 16).fc[0].in_features == 512
+    with pytest.raises(ValueError):
+        build_hashing_net("vgg16", 16)
+    with pytest.raises(ValueError):
+        build_hashing_net("dfhnet", 16, pretrained="x.pth")
