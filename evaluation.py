@@ -1,0 +1,89 @@
+"""Evaluate binary codes: stored codes (--codes FILE.npz), or a DCDH checkpoint
+on a dataset (--load NAME.tar --dataset youtube --len 12, the official form)."""
+
+import argparse
+import sys
+
+from utils.cli import UsageError, check_writable_file, format_metrics, run_script, write_json
+from utils.metrics import DEFAULT_TOPK, evaluate_codes
+
+DATASETS = ("facescrub", "youtube", "vggface2", "folder", "synthetic")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__)
+    src = p.add_argument_group("what to evaluate (one of)")
+    src.add_argument("--codes", metavar="FILE.npz",
+                     help="stored codes: arrays db_codes, query_codes, db_labels, query_labels")
+    src.add_argument("--load", metavar="NAME.tar",
+                     help="DCDH checkpoint, under --checkpoint-dir or any path")
+    model = p.add_argument_group("checkpoint evaluation")
+    model.add_argument("--dataset", default="facescrub", choices=DATASETS)
+    model.add_argument("--len", type=int, default=48, help="code length in bits")
+    model.add_argument("--bs", type=int, default=256, help="batch size for encoding")
+    model.add_argument("--data-root", help="dataset folder (default: data/<dataset>)")
+    model.add_argument("--arch", help="network (default by dataset)")
+    model.add_argument("--img-size", type=int, help="input size for ImageFolder data")
+    model.add_argument("--workers", type=int, default=0, help="data loader workers")
+    model.add_argument("--checkpoint-dir", default="checkpoint")
+    model.add_argument("--save-codes", metavar="OUT.npz", help="also store the codes")
+    met = p.add_argument_group("metrics")
+    met.add_argument("--radius", type=int, default=2, help="Hamming radius (inclusive)")
+    met.add_argument("--topk", type=int, nargs="+", default=list(DEFAULT_TOPK))
+    met.add_argument("--curve", type=int, nargs="+",
+                     help="ranking positions of the precision curve "
+                          "(default 1 5 10 20 50 100 200 500 1000 and N)")
+    met.add_argument("--map-at", type=int, nargs="+", default=[],
+                     help="also report mAP@k (DeepHash's definition)")
+    met.add_argument("--skip-no-relevant", action="store_true",
+                     help="leave queries without a relevant item out of the means")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"),
+                   help="metric back end (auto: numba on CPU, torch on GPU)")
+    p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    return p
+
+
+def metric_kwargs(args):
+    return dict(radius=args.radius, topk=args.topk, curve_positions=args.curve,
+                map_at=args.map_at, skip_no_relevant=args.skip_no_relevant)
+
+
+def check_outputs(args):
+    for flag in ("json", "save_codes"):
+        if getattr(args, flag, None):
+            check_writable_file(getattr(args, flag), "--" + flag.replace("_", "-"))
+
+
+def evaluate_stored_codes(args):
+    from utils.codes_io import load_npz
+    from utils.cli import resolve_device
+
+    z = load_npz(args.codes)
+    device = resolve_device(args.device)
+    try:
+        return evaluate_codes(z["query_codes"], z["db_codes"], z["query_labels"], z["db_labels"],
+                              device=device, backend=args.backend, **metric_kwargs(args))
+    except ValueError as exc:
+        raise UsageError(f"{args.codes}: {exc}") from exc
+
+
+def main(args):
+    if bool(args.codes) == bool(args.load):
+        raise UsageError("give either --codes FILE.npz or --load CHECKPOINT.tar")
+    check_outputs(args)
+    if args.codes:
+        result = evaluate_stored_codes(args)
+        title = f"codes {args.codes}"
+    else:
+        from dcdh_eval import evaluate_checkpoint
+        result = evaluate_checkpoint(args)
+        title = f"checkpoint {args.load} on {args.dataset}"
+    print(format_metrics(result, title))
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main, get_args_parser().parse_args()))

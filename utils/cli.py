@@ -1,0 +1,120 @@
+"""What every script shares at its edges: one-line errors with exit status 2,
+device choice, and writing results (tables and JSON) safely."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem the user can fix (bad file, wrong flag); reported in one line."""
+
+
+def run_script(main, args, handled=(UsageError,)) -> int:
+    """Run ``main(args)``; a handled exception becomes ``error: <message>`` on
+    stderr and exit status 2 instead of a traceback."""
+    try:
+        main(args)
+    except handled as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; an unavailable CUDA request is a UsageError."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def check_writable_file(path, flag: str) -> Path:
+    """Fail early (before any long work) when ``path`` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {flag} {path}: permission denied")
+    if path.is_dir():
+        raise UsageError(f"cannot write {flag} {path}: it is a folder")
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: a crash
+    mid-write never leaves a truncated file in place of a good one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_ready(value):
+    # NaN is not JSON; an undefined mean is written as null.
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_json(path, result: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_ready(result), indent=2) + "\n").encode())
+
+
+def _fmt(x) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def format_metrics(result: dict, title: str = "") -> str:
+    """A readable table of the dict that utils.metrics.summarize returns."""
+    lines = [title] if title else []
+    head = f"{result['num_queries']} queries, {result['num_database']} database items"
+    if result.get("bits") is not None:
+        head = f"{result['bits']} bits, " + head
+    lines.append(head)
+    rows = [("mAP", result["mAP"]), ("mAP (tie-aware)", result["mAP_tie_aware"])]
+    rows += [(f"precision@{k}", v) for k, v in result["precision_at_k"].items()]
+    rows += [(f"mAP@{k}", v) for k, v in result.get("map_at_k", {}).items()]
+    if "radius" in result:
+        r = result["radius"]
+        rows += [(f"precision (Hamming radius <= {r})", result["precision_within_radius"]),
+                 (f"recall (Hamming radius <= {r})", result["recall_within_radius"])]
+    width = max(len(name) for name, _ in rows)
+    lines += [f"  {name:<{width}}  {_fmt(value)}" for name, value in rows]
+    curve = result["curve"]
+    lines.append("  precision curve (position: precision / recall)")
+    for k, p, rc in zip(curve["positions"], curve["precision"], curve["recall"]):
+        lines.append(f"    {k:>8}: {_fmt(p)} / {_fmt(rc)}")
+    n_orphan = result.get("queries_without_relevant", 0)
+    if n_orphan:
+        how = "left out of the means" if result.get("skip_no_relevant") else "counted with AP 0"
+        lines.append(f"  {n_orphan} queries have no relevant database item ({how})")
+    return "\n".join(lines)
