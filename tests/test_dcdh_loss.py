@@ -90,7 +90,7 @@ def test_training_steps_lower_loss_and_separate_centers():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert mean_center_cos() < cos_before - 0.01
     assert mean_center_cos() < 0  # centers pushed apart: negative mean cosine
