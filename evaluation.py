@@ -4,6 +4,7 @@ on a dataset (--load NAME.tar --dataset youtube --len 12, the official form)."""
 import argparse
 import sys
 
+from models import HASHING_ARCHS
 from utils.cli import UsageError, check_writable_file, format_metrics, run_script, write_json
 from utils.metrics import DEFAULT_TOPK, evaluate_codes
 
@@ -22,7 +23,8 @@ def get_args_parser():
     model.add_argument("--len", type=int, default=48, help="code length in bits")
     model.add_argument("--bs", type=int, default=256, help="batch size for encoding")
     model.add_argument("--data-root", help="dataset folder (default: data/<dataset>)")
-    model.add_argument("--arch", help="network (default by dataset)")
+    model.add_argument("--arch", choices=HASHING_ARCHS,
+                       help="network (default: the checkpoint's, else by dataset)")
     model.add_argument("--img-size", type=int, help="input size for ImageFolder data")
     model.add_argument("--workers", type=int, default=0, help="data loader workers")
     model.add_argument("--checkpoint-dir", default="checkpoint")
@@ -68,6 +70,33 @@ def evaluate_stored_codes(args):
         raise UsageError(f"{args.codes}: {exc}") from exc
 
 
+def evaluate_checkpoint(args):
+    """The official evaluation: database = training split, queries = test split."""
+    from models import build_hashing_net
+    from utils.checkpoint import (guess_hashing_arch, load_checkpoint, load_hashing_backbone,
+                                  resolve_checkpoint, strip_prefix)
+    from utils.cli import resolve_device
+    from utils.codes_io import save_codes
+    from utils.hashing_run import build_hashing_data
+    from utils.retrieval import evaluate_hashing
+
+    device = resolve_device(args.device)
+    path = resolve_checkpoint(args.load, args.checkpoint_dir)
+    ckpt = load_checkpoint(path)
+    if args.arch is None and isinstance(ckpt.get("backbone"), dict):
+        args.arch = guess_hashing_arch(strip_prefix(ckpt["backbone"]))
+    data = build_hashing_data(args, device, train=False)
+    net = build_hashing_net(data.arch, args.len)
+    load_hashing_backbone(net, ckpt, data.arch, args.len, path)
+    result, codes = evaluate_hashing(net.to(device), data.db_loader, data.query_loader, device,
+                                     backend=args.backend, **metric_kwargs(args))
+    if args.save_codes:
+        save_codes(args.save_codes, codes.db_codes, codes.query_codes, codes.db_labels,
+                   codes.query_labels)
+    result["checkpoint"] = str(path)
+    return result
+
+
 def main(args):
     if bool(args.codes) == bool(args.load):
         raise UsageError("give either --codes FILE.npz or --load CHECKPOINT.tar")
@@ -76,7 +105,6 @@ def main(args):
         result = evaluate_stored_codes(args)
         title = f"codes {args.codes}"
     else:
-        from dcdh_eval import evaluate_checkpoint
         result = evaluate_checkpoint(args)
         title = f"checkpoint {args.load} on {args.dataset}"
     print(format_metrics(result, title))
@@ -86,4 +114,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main, get_args_parser().parse_args()))
+    from utils.hashing_run import handled_errors
+    sys.exit(run_script(main, get_args_parser().parse_args(), handled=handled_errors()))

@@ -1,0 +1,117 @@
+"""What dcdh_train.py and evaluation.py --load share: the choice of network and
+optimisation recipe by dataset, and the three data loaders of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from data import DATASETS, DatasetError, build_datasets
+from utils.checkpoint import CheckpointError
+from utils.cli import UsageError
+from utils.engine import seed_worker
+
+__all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_hashing_data", "handled_errors"]
+
+# Epochs for the built-in data: enough for high mAP in a few CPU minutes.
+SYNTHETIC_EPOCHS = 30
+
+
+def handled_errors():
+    """Exceptions a user can cause; the scripts report them in one line, exit 2."""
+    return (UsageError, DatasetError, CheckpointError)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str
+    epochs: int
+    lr_step: int
+    lr_gamma: float
+    weight_decay: float
+
+    def describe(self) -> str:
+        return (f"{self.optimizer} (weight decay {self.weight_decay}), "
+                f"lr x{self.lr_gamma} every {self.lr_step} epochs")
+
+
+# The official recipes: FaceScrub/YouTube train DFHNet with Adam (amsgrad) for
+# 600 epochs, halving the lr every 100; VGGFace2 trains the residual net with
+# SGD for 150 epochs, lr x0.1 every 50.
+ADAM_RECIPE = Recipe("adam", 600, 100, 0.5, 1e-4)
+SGD_RECIPE = Recipe("sgd", 150, 50, 0.1, 5e-4)
+
+
+def recipe_for(dataset: str, arch: str) -> Recipe:
+    """The dataset fixes the recipe where the official code does; otherwise the network."""
+    if dataset in ("facescrub", "youtube"):
+        return ADAM_RECIPE
+    if dataset == "vggface2":
+        return SGD_RECIPE
+    recipe = ADAM_RECIPE if arch == "dfhnet" else SGD_RECIPE
+    if dataset == "synthetic":
+        recipe = Recipe(recipe.optimizer, SYNTHETIC_EPOCHS, recipe.lr_step, recipe.lr_gamma,
+                        recipe.weight_decay)
+    return recipe
+
+
+def default_arch(dataset: str, img_size: int) -> str:
+    if dataset in ("facescrub", "youtube") or img_size == 32:
+        return "dfhnet"
+    if img_size == 112:
+        return "sphere20"
+    return "resnet18"
+
+
+def check_arch_size(arch: str, img_size: int) -> None:
+    if arch == "dfhnet" and img_size != 32:
+        raise UsageError(f"--arch dfhnet takes 32x32 images, not {img_size}x{img_size}; "
+                         f"use --arch resnet18/34/50 for other sizes")
+    if arch.startswith("sphere") and img_size != 112:
+        raise UsageError(f"--arch {arch} takes 112x112 images, not {img_size}x{img_size}; "
+                         f"use --arch resnet18/34/50 for other sizes")
+
+
+@dataclass
+class HashingData:
+    train_loader: DataLoader  # shuffled, training transforms
+    db_loader: DataLoader  # training split in order, test transforms: the database
+    query_loader: DataLoader  # test split: the queries
+    num_classes: int
+    img_size: int
+    arch: str
+    dataset: str
+
+    def describe(self) -> str:
+        return (f"{len(self.train_loader.dataset)} training images, {self.num_classes} classes, "
+                f"{len(self.query_loader.dataset)} test images, {self.img_size}x{self.img_size}")
+
+
+def build_hashing_data(args, device, train: bool = True) -> HashingData:
+    """Datasets and loaders for ``args.dataset``; picks the network when --arch is absent."""
+    kwargs = dict(data_root=args.data_root, img_size=args.img_size,
+                  skip_bad_images=getattr(args, "skip_bad_images", False))
+    db_set, query_set, info = build_datasets(args.dataset, augment=False, **kwargs)
+    if len(db_set) == 0 or len(query_set) == 0:
+        raise DatasetError(f"{args.dataset}: the train or test split is empty")
+    arch = args.arch or default_arch(args.dataset, info["img_size"])
+    check_arch_size(arch, info["img_size"])
+    pin = device.type == "cuda"
+    common = dict(batch_size=args.bs, num_workers=args.workers, pin_memory=pin,
+                  worker_init_fn=seed_worker, persistent_workers=args.workers > 0)
+    db_loader = DataLoader(db_set, shuffle=False, **common)
+    query_loader = DataLoader(query_set, shuffle=False, **common)
+    train_loader = None
+    if train:
+        train_set = db_set
+        if info["format"] == "folder":  # only image folders have random training transforms
+            train_set, _, _ = build_datasets(args.dataset, augment=True, **kwargs)
+        # a last batch of one sample would break BatchNorm in training mode
+        drop_last = len(train_set) % args.bs == 1
+        gen = torch.Generator().manual_seed(args.seed)
+        train_loader = DataLoader(train_set, shuffle=True, drop_last=drop_last, generator=gen,
+                                  **common)
+    return HashingData(train_loader, db_loader, query_loader, info["num_classes"],
+                       info["img_size"], arch, args.dataset)
