@@ -17,7 +17,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UsageError, check_writable_file, format_metrics, resolve_device, write_json
 from utils.engine import (AverageMeter, ensure_dir, log_path, seed_everything, set_lr, step_lr,
                           tee_stdout)
-from utils.hashing_run import DATASETS, build_hashing_data, handled_errors, recipe_for
+from utils.hashing_run import add_data_args, build_hashing_data, handled_errors, recipe_for
 from utils.retrieval import evaluate_hashing
 
 
@@ -26,21 +26,18 @@ def get_args_parser():
     # the official flags and defaults
     p.add_argument("--lr", type=float, default=0.005, help="learning rate (network and centers)")
     p.add_argument("--save", help="checkpoint file name, written under --checkpoint-dir")
-    p.add_argument("--dataset", default="facescrub", choices=DATASETS)
     p.add_argument("--bs", type=int, default=256, help="batch size")
     p.add_argument("--len", type=int, default=48, help="code length in bits")
     p.add_argument("--sigma", type=float, default=0.25, help="Gaussian width of the center likelihood")
     p.add_argument("--inner_param", type=float, default=0.1, help="weight of the center separation term")
     p.add_argument("--eta", type=float, default=0.01, help="weight of the quantization (regression) term")
     # added here
+    add_data_args(p)
     p.add_argument("--epochs", type=int, help="epochs (default by recipe: 600 Adam, 150 SGD; synthetic 30)")
-    p.add_argument("--data-root", help="dataset folder (default data/<dataset>)")
     p.add_argument("--arch", choices=HASHING_ARCHS, help="network (default by dataset and image size)")
-    p.add_argument("--img-size", type=int, help="input size (32 for DDH data; 112 for vggface2)")
     p.add_argument("--pretrained", help="local ImageNet state_dict for the resnet archs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate mAP every N epochs (0: never)")
     p.add_argument("--checkpoint-dir", default="checkpoint")
     p.add_argument("--log-dir", default="log")

@@ -6,9 +6,8 @@ import sys
 
 from models import HASHING_ARCHS
 from utils.cli import UsageError, check_writable_file, format_metrics, run_script, write_json
+from utils.hashing_run import add_data_args
 from utils.metrics import DEFAULT_TOPK, evaluate_codes
-
-DATASETS = ("facescrub", "youtube", "vggface2", "folder", "synthetic")
 
 
 def get_args_parser():
@@ -19,16 +18,13 @@ def get_args_parser():
     src.add_argument("--load", metavar="NAME.tar",
                      help="DCDH checkpoint, under --checkpoint-dir or any path")
     model = p.add_argument_group("checkpoint evaluation")
-    model.add_argument("--dataset", default="facescrub", choices=DATASETS)
     model.add_argument("--len", type=int, default=48, help="code length in bits")
     model.add_argument("--bs", type=int, default=256, help="batch size for encoding")
-    model.add_argument("--data-root", help="dataset folder (default: data/<dataset>)")
     model.add_argument("--arch", choices=HASHING_ARCHS,
                        help="network (default: the checkpoint's, else by dataset)")
-    model.add_argument("--img-size", type=int, help="input size for ImageFolder data")
-    model.add_argument("--workers", type=int, default=0, help="data loader workers")
     model.add_argument("--checkpoint-dir", default="checkpoint")
     model.add_argument("--save-codes", metavar="OUT.npz", help="also store the codes")
+    add_data_args(p)
     met = p.add_argument_group("metrics")
     met.add_argument("--radius", type=int, default=2, help="Hamming radius (inclusive)")
     met.add_argument("--topk", type=int, nargs="+", default=list(DEFAULT_TOPK))

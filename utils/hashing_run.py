@@ -13,10 +13,41 @@ from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
 from utils.engine import seed_worker
 
-__all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_hashing_data", "handled_errors"]
+__all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_hashing_data",
+           "handled_errors", "add_data_args"]
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
 SYNTHETIC_EPOCHS = 30
+
+
+def add_data_args(parser, default_dataset="facescrub"):
+    """The dataset flags every script shares."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default=default_dataset, choices=DATASETS)
+    g.add_argument("--data-root", help="dataset folder holding train/ and test/ "
+                                       "(default data/<dataset>, or the official ./FaceScrub, ./YouTube)")
+    g.add_argument("--img-size", type=int,
+                   help="input size (DDH data: 32; image folders: default 112)")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable images of an ImageFolder tree instead of stopping")
+    g.add_argument("--synthetic-ids", type=int, help="built-in data: number of identities (default 20)")
+    g.add_argument("--synthetic-train", type=int, help="built-in data: training images per identity")
+    g.add_argument("--synthetic-test", type=int, help="built-in data: test images per identity")
+    return g
+
+
+def _synthetic_kwargs(args) -> dict:
+    names = {"synthetic_ids": "num_identities", "synthetic_train": "train_per_identity",
+             "synthetic_test": "test_per_identity"}
+    out = {}
+    for flag, key in names.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value <= 0:
+                raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+            out[key] = value
+    return out
 
 
 def handled_errors():
@@ -92,7 +123,7 @@ class HashingData:
 def build_hashing_data(args, device, train: bool = True) -> HashingData:
     """Datasets and loaders for ``args.dataset``; picks the network when --arch is absent."""
     kwargs = dict(data_root=args.data_root, img_size=args.img_size,
-                  skip_bad_images=getattr(args, "skip_bad_images", False))
+                  skip_bad_images=args.skip_bad_images, synthetic_kwargs=_synthetic_kwargs(args))
     db_set, query_set, info = build_datasets(args.dataset, augment=False, **kwargs)
     if len(db_set) == 0 or len(query_set) == 0:
         raise DatasetError(f"{args.dataset}: the train or test split is empty")
