@@ -39,6 +39,7 @@ def get_args_parser():
     p.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"),
                    help="metric back end (auto: numba on CPU, torch on GPU)")
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -85,7 +86,8 @@ def evaluate_checkpoint(args):
     net = build_hashing_net(data.arch, args.len)
     load_hashing_backbone(net, ckpt, data.arch, args.len, path)
     result, codes = evaluate_hashing(net.to(device), data.db_loader, data.query_loader, device,
-                                     backend=args.backend, **metric_kwargs(args))
+                                     progress=not args.no_progress, backend=args.backend,
+                                     **metric_kwargs(args))
     if args.save_codes:
         save_codes(args.save_codes, codes.db_codes, codes.query_codes, codes.db_labels,
                    codes.query_labels)
