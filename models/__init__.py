@@ -1,6 +1,7 @@
 """Networks and learnable heads, one file per family."""
 
 from .dfhnet import DFHNet
+from .opqn import OrthoPQ, ResNet20PQ, build_codebooks, opqn_loss, resnet20_pq
 from .resnet import ResNetHashing
 from .sphere import SphereNet_hashing, SphereNetHashing
 

@@ -37,10 +37,11 @@ class ResidualUnit(nn.Module):
         return x + y
 
 
-def make_stage(in_ch, out_ch, num_units):
+def make_stage(in_ch, out_ch, num_units, stride=2):
     """Downsampling conv (index 0, has bias), BN (1), PReLU (2), then residual
-    units at indices 3, 4, ... -- the indices are checkpoint key names."""
-    layers = [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.BatchNorm2d(out_ch), nn.PReLU(out_ch)]
+    units at indices 3, 4, ... -- the indices are checkpoint key names.
+    OPQN's 32x32 nets use stride 1 in their first stage."""
+    layers = [nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1), nn.BatchNorm2d(out_ch), nn.PReLU(out_ch)]
     layers += [ResidualUnit(out_ch) for _ in range(num_units)]
     return nn.Sequential(*layers)
 
