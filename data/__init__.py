@@ -33,7 +33,11 @@ from data.folders import (
     folder_transforms,
 )
 
-DATASETS = ("facescrub", "youtube", "vggface2", "folder", "synthetic")
+DATASETS = ("facescrub", "youtube", "cfw", "vggface2", "folder", "synthetic")
+# image-folder datasets of 32x32 faces, read with OPQN's 32-pixel transforms
+SMALL_FOLDER_DATASETS = ("cfw",)
+# OPQN's cross-dataset protocol (-c): identities unseen in training
+CROSS_SPLITS = ("cross_train", "cross_test")
 
 # OPQN's transforms for FaceScrub / YouTube Faces stored as 32x32 images:
 # Resize 35, crop 32, and the FaceScrub per-channel statistics.
@@ -69,6 +73,7 @@ def build_datasets(
     img_size: Optional[int] = None,
     synthetic_kwargs: Optional[Dict[str, Any]] = None,
     skip_bad_images: bool = False,
+    cross_dataset: bool = False,
 ) -> Tuple[Dataset, Dataset, Dict[str, Any]]:
     """(train_set, test_set, info) for ``dataset``, one of :data:`DATASETS`.
 
@@ -80,6 +85,9 @@ def build_datasets(
     (default 32 for DDH and synthetic data, 112 for image folders; DDH data
     is 32 only). ``synthetic_kwargs``: passed to ``SyntheticFaceDataset``.
     ``skip_bad_images``: leave out image files that fail to decode.
+    ``cross_dataset``: OPQN's cross-dataset protocol, the ``cross_train/``
+    and ``cross_test/`` folders of an image-folder dataset, both read with
+    the deterministic 112-pixel test transform, as the official code does.
 
     ``info`` holds ``num_classes`` (identities of the train split, the size
     of a classifier head), ``img_size``, ``root`` (None for synthetic) and
@@ -104,10 +112,22 @@ def build_datasets(
         test_set = DDHFaces(root, "test")
         return train_set, test_set, _info(train_set.num_classes, DDH_IMG_SIZE, root, "ddh")
 
+    if cross_dataset:
+        if dataset not in FOLDER_DATASETS and dataset != "folder":
+            raise DatasetError(f"cross-dataset evaluation needs an image-folder dataset "
+                               f"with {' and '.join(s + '/' for s in CROSS_SPLITS)}, not {dataset}")
+        root = find_folder_root(dataset, data_root, CROSS_SPLITS)
+        size = DEFAULT_IMG_SIZE if img_size is None else img_size
+        train_set, test_set = _folder_splits(root, size, False, skip_bad_images, splits=CROSS_SPLITS)
+        return train_set, test_set, _info(train_set.num_classes, size, root, "folder")
+
     if dataset in FOLDER_DATASETS or dataset == "folder":
         root = find_folder_root(dataset, data_root)
-        size = DEFAULT_IMG_SIZE if img_size is None else img_size
-        train_set, test_set = _folder_splits(root, size, augment, skip_bad_images)
+        small = dataset in SMALL_FOLDER_DATASETS
+        size = (DDH_IMG_SIZE if small else DEFAULT_IMG_SIZE) if img_size is None else img_size
+        extra = dict(mean=OPQN_SMALL_MEAN, std=OPQN_SMALL_STD,
+                     resize=OPQN_SMALL_RESIZE if size == DDH_IMG_SIZE else None) if small else {}
+        train_set, test_set = _folder_splits(root, size, augment, skip_bad_images, **extra)
         return train_set, test_set, _info(train_set.num_classes, size, root, "folder")
 
     if dataset == "synthetic":
@@ -126,14 +146,15 @@ def build_datasets(
     raise DatasetError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
 
 
-def _folder_splits(root, img_size, augment, skip_bad_images, **transform_kwargs):
+def _folder_splits(root, img_size, augment, skip_bad_images, splits=("train", "test"),
+                   **transform_kwargs):
     train_set = ImageFolderSplit(
-        root, "train", img_size, train_transform=augment,
-        skip_bad_images=skip_bad_images, **transform_kwargs,
+        root, splits[0], img_size, train_transform=augment,
+        skip_bad_images=skip_bad_images, reference_split=splits[0], **transform_kwargs,
     )
     test_set = ImageFolderSplit(
-        root, "test", img_size, train_transform=False,
-        skip_bad_images=skip_bad_images, **transform_kwargs,
+        root, splits[1], img_size, train_transform=False,
+        skip_bad_images=skip_bad_images, reference_split=splits[0], **transform_kwargs,
     )
     return train_set, test_set
 

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.errors import DatasetError
+from data.layout import has_splits, one_line, splits_text
 
 IMG_SIZE = 32
 ROW_LENGTH = 3 * IMG_SIZE * IMG_SIZE
@@ -53,16 +54,6 @@ DDH_DATASETS = {
 NUM_IDENTITIES = {"facescrub": 530, "youtube": 1595}
 
 
-def _one_line(err: BaseException) -> str:
-    """An exception as one line, for messages that must stay one line."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _has_splits(root: str) -> bool:
-    return os.path.isdir(os.path.join(root, "train")) and os.path.isdir(
-        os.path.join(root, "test")
-    )
 
 
 def find_ddh_root(dataset: str, data_root: Optional[str] = None) -> str:
@@ -76,30 +67,27 @@ def find_ddh_root(dataset: str, data_root: Optional[str] = None) -> str:
         raise ValueError(f"not a DDH dataset: {dataset!r}; expected one of {sorted(DDH_DATASETS)}")
     name, official_dir = DDH_DATASETS[dataset]
     if data_root is not None:
-        if _has_splits(data_root):
+        if has_splits(data_root):
             return data_root
-        where, alternative = _splits_text(data_root), ""
+        where, alternative = splits_text(data_root), ""
     else:
         default_dir = os.path.join("data", dataset)
         for candidate in (default_dir, official_dir):
-            if _has_splits(candidate):
+            if has_splits(candidate):
                 return candidate
-        where, alternative = _splits_text(default_dir), f" (or ./{official_dir})"
+        where, alternative = splits_text(default_dir), f" (or ./{official_dir})"
     raise DatasetError(
         f"{name} not found: expected {where} holding the DDH pickled batches{alternative}; "
         "download them from the links in the DCDH README"
     )
 
 
-def _splits_text(root: str) -> str:
-    return f"{os.path.join(root, 'train')}/ and {os.path.join(root, 'test')}/"
-
 
 def _batch_files(split_dir: str) -> List[str]:
     try:
         names = sorted(os.listdir(split_dir))
     except OSError as err:
-        raise DatasetError(f"cannot list {split_dir}/: {_one_line(err)}") from err
+        raise DatasetError(f"cannot list {split_dir}/: {one_line(err)}") from err
     paths = [os.path.join(split_dir, name) for name in names if not name.startswith(".")]
     return [path for path in paths if os.path.isfile(path)]
 
@@ -112,7 +100,7 @@ def _read_batch(path: str) -> Tuple[np.ndarray, np.ndarray]:
             # official loader reads them (Python 3 pickles ignore it).
             obj = pickle.load(f, encoding="bytes")
     except Exception as err:  # unpickling a bad file can raise almost anything
-        raise DatasetError(f"cannot read DDH batch {path}: {_one_line(err)}") from err
+        raise DatasetError(f"cannot read DDH batch {path}: {one_line(err)}") from err
 
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
         raise DatasetError(
@@ -124,7 +112,7 @@ def _read_batch(path: str) -> Tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(obj[1])
     except Exception as err:
         raise DatasetError(
-            f"DDH batch {path}: data or labels are not arrays: {_one_line(err)}"
+            f"DDH batch {path}: data or labels are not arrays: {one_line(err)}"
         ) from err
 
     if data.dtype.kind not in "biuf" or data.ndim < 1:

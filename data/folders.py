@@ -29,6 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from data.errors import DatasetError
+from data.layout import SPLITS, has_splits, one_line, splits_text
 
 DEFAULT_IMG_SIZE = 112
 PER_IDENTITY = "holding one folder of images per identity"
@@ -39,12 +40,10 @@ FACE_STD = (0.5, 0.5, 0.5)
 # reads ./data/vggface2; the DCDH scripts read ./vggface2 and ./vgg_face2.
 FOLDER_DATASETS = {
     "vggface2": ("VGGFace2", os.path.join("data", "vggface2"), ("vggface2", "vgg_face2")),
+    # CFW-60K as OPQN reads it: 32x32 face images, one folder per identity
+    "cfw": ("CFW-60K", os.path.join("data", "cfw"), ()),
 }
 
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def resize_for(img_size: int) -> int:
@@ -77,28 +76,21 @@ def folder_transforms(
     return transforms.Compose(steps)
 
 
-def _splits_text(root: str) -> str:
-    return f"{os.path.join(root, 'train')}/ and {os.path.join(root, 'test')}/"
 
 
-def _has_splits(root: str) -> bool:
-    return os.path.isdir(os.path.join(root, "train")) and os.path.isdir(
-        os.path.join(root, "test")
-    )
-
-
-def find_folder_root(dataset: str, data_root: Optional[str] = None) -> str:
-    """Folder holding ``train/`` and ``test/`` for an image-folder dataset.
+def find_folder_root(dataset: str, data_root: Optional[str] = None,
+                     splits: Sequence[str] = SPLITS) -> str:
+    """Folder holding the ``splits`` (``train/`` and ``test/``) of an image-folder dataset.
 
     ``dataset`` is ``vggface2`` (default ``data/vggface2``, also found at the
-    official ``./vggface2`` or ``./vgg_face2``) or ``folder`` (``data_root``
-    required). ``data_root`` wins when given.
+    official ``./vggface2`` or ``./vgg_face2``), ``cfw`` (``data/cfw``) or
+    ``folder`` (``data_root`` required). ``data_root`` wins when given.
     """
     if dataset == "folder":
         if data_root is None:
             raise DatasetError(
                 "--dataset folder needs --data-root DIR: "
-                f"a folder with train/ and test/ {PER_IDENTITY}"
+                f"a folder with {' and '.join(s + '/' for s in splits)} {PER_IDENTITY}"
             )
         name = "image folder tree"
     elif dataset in FOLDER_DATASETS:
@@ -107,16 +99,17 @@ def find_folder_root(dataset: str, data_root: Optional[str] = None) -> str:
         raise ValueError(f"not an image-folder dataset: {dataset!r}")
 
     if data_root is not None:
-        if _has_splits(data_root):
+        if has_splits(data_root, splits):
             return data_root
-        where, alternative = _splits_text(data_root), ""
+        where, alternative = splits_text(data_root, splits), ""
     else:
         _, default_dir, official_dirs = FOLDER_DATASETS[dataset]
         for candidate in (default_dir, *official_dirs):
-            if _has_splits(candidate):
+            if has_splits(candidate, splits):
                 return candidate
-        where = _splits_text(default_dir)
-        alternative = f" (or {', '.join('./' + d for d in official_dirs)})"
+        where = splits_text(default_dir, splits)
+        alternative = (f" (or {', '.join('./' + d for d in official_dirs)})"
+                       if official_dirs else "")
     raise DatasetError(f"{name} not found: expected {where} {PER_IDENTITY}{alternative}")
 
 
@@ -125,7 +118,7 @@ def identity_folders(directory: str) -> List[str]:
     try:
         return sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
     except OSError as err:
-        raise DatasetError(f"cannot list {directory}/: {_one_line(err)}") from err
+        raise DatasetError(f"cannot list {directory}/: {one_line(err)}") from err
 
 
 def _load_rgb(path: str, hint: str):
@@ -134,7 +127,7 @@ def _load_rgb(path: str, hint: str):
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as err:  # PIL reports bad data with many exception types
-        raise DatasetError(f"cannot read image {path}: {_one_line(err)}; {hint}") from err
+        raise DatasetError(f"cannot read image {path}: {one_line(err)}; {hint}") from err
 
 
 def image_problem(path: str) -> Optional[str]:
@@ -149,7 +142,7 @@ def image_problem(path: str) -> Optional[str]:
             img.draft("RGB", (1, 1))
             img.load()
     except Exception as err:
-        return _one_line(err)
+        return one_line(err)
     return None
 
 

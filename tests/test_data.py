@@ -469,6 +469,35 @@ def test_ddh_datasets_as_opqn_image_folders(tmp_path):
     assert torch.allclose(image[:, 10, 10], want, atol=1e-5)
 
 
+def test_cfw_uses_opqn_small_transforms(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for split in ("train", "test"):
+        write_image(tmp_path / "data" / "cfw" / split / "p0" / "0.png", size=(32, 32))
+    train, test, info = build_datasets("cfw")
+    assert info["img_size"] == 32 and info["root"] == os.path.join("data", "cfw")
+    assert test.transform.transforms[1].size == 35 and test[0][0].shape == (3, 32, 32)
+    assert isinstance(train.transform.transforms[2], transforms.RandomCrop)
+
+
+def test_cross_dataset_splits(tmp_path):
+    root = tmp_path / "vgg"
+    for split, names in (("cross_train", ("a", "b")), ("cross_test", ("b", "c"))):
+        for name in names:
+            write_image(root / split / name / "0.png", size=(130, 130))
+    with pytest.raises(DatasetError) as err:
+        build_datasets("vggface2", data_root=str(tmp_path / "none"), cross_dataset=True)
+    assert str(err.value) == (f"VGGFace2 not found: expected {tmp_path / 'none' / 'cross_train'}/ and "
+                              f"{tmp_path / 'none' / 'cross_test'}/ holding one folder of images "
+                              f"per identity")
+    train, test, info = build_datasets("vggface2", data_root=str(root), cross_dataset=True)
+    assert info["img_size"] == 112 and len(train) == 2 and len(test) == 2
+    assert [label for _, label in test] == [1, 2]  # b keeps its id, c is new
+    # both splits get the deterministic test transform, as in the official code
+    assert not any(isinstance(t, transforms.RandomCrop) for t in train.transform.transforms)
+    with pytest.raises(DatasetError, match="cross-dataset evaluation needs an image-folder dataset"):
+        build_datasets("synthetic", cross_dataset=True)
+
+
 # --------------------------------------------------------------------------
 # build_datasets
 
@@ -486,11 +515,11 @@ def test_build_datasets_synthetic():
 
 
 def test_build_datasets_unknown():
-    assert DATASETS == ("facescrub", "youtube", "vggface2", "folder", "synthetic")
+    assert DATASETS == ("facescrub", "youtube", "cfw", "vggface2", "folder", "synthetic")
     with pytest.raises(DatasetError) as err:
         build_datasets("cifar")
     assert str(err.value) == (
-        "unknown dataset 'cifar': expected one of facescrub, youtube, vggface2, folder, synthetic"
+        "unknown dataset 'cifar': expected one of facescrub, youtube, cfw, vggface2, folder, synthetic"
     )
 
 
