@@ -17,7 +17,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import UsageError, check_writable_file, format_metrics, resolve_device, write_json
 from utils.engine import (AverageMeter, ensure_dir, log_path, seed_everything, set_lr, step_lr,
                           tee_stdout)
-from utils.hashing_run import add_data_args, build_hashing_data, handled_errors, recipe_for
+from utils.run_setup import add_data_args, build_hashing_data, handled_errors, recipe_for
 from utils.retrieval import evaluate_hashing
 
 

@@ -6,7 +6,7 @@ import sys
 
 from models import HASHING_ARCHS
 from utils.cli import UsageError, check_writable_file, format_metrics, run_script, write_json
-from utils.hashing_run import add_data_args
+from utils.run_setup import add_data_args
 from utils.metrics import DEFAULT_TOPK, evaluate_codes
 
 
@@ -74,7 +74,7 @@ def evaluate_checkpoint(args):
                                   resolve_checkpoint, strip_prefix)
     from utils.cli import resolve_device
     from utils.codes_io import save_codes
-    from utils.hashing_run import build_hashing_data
+    from utils.run_setup import build_hashing_data
     from utils.retrieval import evaluate_hashing
 
     device = resolve_device(args.device)
@@ -112,5 +112,5 @@ def main(args):
 
 
 if __name__ == "__main__":
-    from utils.hashing_run import handled_errors
+    from utils.run_setup import handled_errors
     sys.exit(run_script(main, get_args_parser().parse_args(), handled=handled_errors()))

@@ -16,7 +16,7 @@ from models import DFHNet, SphereNet_hashing
 from utils.checkpoint import (CheckpointError, load_checkpoint, load_hashing_backbone,
                               save_checkpoint)
 from utils.cli import run_script
-from utils.hashing_run import handled_errors
+from utils.run_setup import handled_errors
 from weight_fill import fill_state_dict, fill_tensor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"

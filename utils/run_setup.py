@@ -1,5 +1,5 @@
-"""What dcdh_train.py and evaluation.py --load share: the choice of network and
-optimisation recipe by dataset, and the three data loaders of a run."""
+"""What the training and evaluation scripts share: the dataset flags, the three
+data loaders of a run, and (for DCDH) the choice of network and recipe."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
 from utils.engine import seed_worker
 
-__all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_hashing_data",
-           "handled_errors", "add_data_args"]
+__all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_run_data",
+           "build_hashing_data", "handled_errors", "add_data_args"]
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
 SYNTHETIC_EPOCHS = 30
@@ -106,43 +106,50 @@ def check_arch_size(arch: str, img_size: int) -> None:
 
 
 @dataclass
-class HashingData:
-    train_loader: DataLoader  # shuffled, training transforms
+class RunData:
+    train_loader: DataLoader  # shuffled, training transforms (None for evaluation)
     db_loader: DataLoader  # training split in order, test transforms: the database
     query_loader: DataLoader  # test split: the queries
     num_classes: int
     img_size: int
-    arch: str
     dataset: str
+    arch: str = ""
 
     def describe(self) -> str:
-        return (f"{len(self.train_loader.dataset)} training images, {self.num_classes} classes, "
+        return (f"{len(self.db_loader.dataset)} training images, {self.num_classes} classes, "
                 f"{len(self.query_loader.dataset)} test images, {self.img_size}x{self.img_size}")
 
 
-def build_hashing_data(args, device, train: bool = True) -> HashingData:
-    """Datasets and loaders for ``args.dataset``; picks the network when --arch is absent."""
+def build_run_data(args, device, train: bool = True, cross_dataset: bool = False) -> RunData:
+    """Datasets and loaders for ``args.dataset``: database = training split, queries = test split."""
     kwargs = dict(data_root=args.data_root, img_size=args.img_size,
-                  skip_bad_images=args.skip_bad_images, synthetic_kwargs=_synthetic_kwargs(args))
+                  skip_bad_images=args.skip_bad_images, synthetic_kwargs=_synthetic_kwargs(args),
+                  cross_dataset=cross_dataset)
     db_set, query_set, info = build_datasets(args.dataset, augment=False, **kwargs)
     if len(db_set) == 0 or len(query_set) == 0:
         raise DatasetError(f"{args.dataset}: the train or test split is empty")
-    arch = args.arch or default_arch(args.dataset, info["img_size"])
-    check_arch_size(arch, info["img_size"])
-    pin = device.type == "cuda"
-    common = dict(batch_size=args.bs, num_workers=args.workers, pin_memory=pin,
+    common = dict(batch_size=args.bs, num_workers=args.workers, pin_memory=device.type == "cuda",
                   worker_init_fn=seed_worker, persistent_workers=args.workers > 0)
     db_loader = DataLoader(db_set, shuffle=False, **common)
     query_loader = DataLoader(query_set, shuffle=False, **common)
     train_loader = None
     if train:
         train_set = db_set
-        if info["format"] == "folder":  # only image folders have random training transforms
+        if info["format"] == "folder" and not cross_dataset:
+            # only image folders have random training transforms
             train_set, _, _ = build_datasets(args.dataset, augment=True, **kwargs)
         # a last batch of one sample would break BatchNorm in training mode
         drop_last = len(train_set) % args.bs == 1
         gen = torch.Generator().manual_seed(args.seed)
         train_loader = DataLoader(train_set, shuffle=True, drop_last=drop_last, generator=gen,
                                   **common)
-    return HashingData(train_loader, db_loader, query_loader, info["num_classes"],
-                       info["img_size"], arch, args.dataset)
+    return RunData(train_loader, db_loader, query_loader, info["num_classes"], info["img_size"],
+                   args.dataset)
+
+
+def build_hashing_data(args, device, train: bool = True) -> RunData:
+    """The run's data, with the DCDH network picked by dataset when --arch is absent."""
+    data = build_run_data(args, device, train)
+    data.arch = args.arch or default_arch(args.dataset, data.img_size)
+    check_arch_size(data.arch, data.img_size)
+    return data
