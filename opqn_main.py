@@ -1,0 +1,313 @@
+"""Train or evaluate OPQN (orthonormal product quantization network).
+
+Official forms:
+  python opqn_main.py --dataset facescrub --save m.tar --len 36 --num 6 --words 64
+  python opqn_main.py -e --dataset facescrub --load a.tar b.tar c.tar --len 16 24 36 --num 2 4 6 --words 256 64 64
+  (add -c for cross-dataset evaluation)
+Stored features:  python opqn_main.py -e --features codes.npz [--json OUT]
+Built-in data:    python opqn_main.py --dataset synthetic --save pq.tar --len 24 --num 4 --words 64
+"""
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from models import OrthoPQ, opqn_loss, resnet20_pq
+from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from utils.cli import UsageError, check_writable_file, format_metrics, resolve_device, write_json
+from utils.codes_io import load_npz
+from utils.engine import (AverageMeter, encode, ensure_dir, log_path, seed_everything, set_lr,
+                          step_lr, tee_stdout)
+from utils.opqn_checkpoint import load_opqn, opqn_state
+from utils.pq import evaluate_pq, quantization_index
+from utils.run_setup import add_data_args, build_run_data, handled_errors
+
+# Epochs for the built-in data: enough for high mAP in a few CPU minutes.
+SYNTHETIC_EPOCHS = 12
+# The official top-k: 5 for the 32x32 datasets, 10 for VGGFace2; we add 1 and 50.
+DEFAULT_TOPK = (1, 5, 10, 50)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the official flags and defaults
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate")
+    p.add_argument("-e", "--evaluate", action="store_true", help="evaluate instead of training")
+    p.add_argument("-c", "--cross-dataset", action="store_true",
+                   help="cross-dataset protocol: 112x112 network, cross_train/ and cross_test/ for evaluation")
+    p.add_argument("--bs", type=int, default=256, help="batch size")
+    p.add_argument("--save", nargs="+", help="checkpoint name(s) to write, one per model")
+    p.add_argument("--load", nargs="+", help="checkpoint(s) to evaluate, one per model")
+    p.add_argument("--len", type=int, nargs="+", help="code length(s) in bits, one per model")
+    p.add_argument("--num", type=int, nargs="+", help="number of codebooks, one per model")
+    p.add_argument("--words", type=int, nargs="+", default=[256], help="codewords per codebook")
+    p.add_argument("--margin", type=float, default=0.5, help="additive angular margin")
+    p.add_argument("--miu", type=float, default=0.1, help="weight of the assignment entropy")
+    # added here
+    add_data_args(p)
+    p.add_argument("--scale", type=float, help="logit scale (default 20 for 32x32 data, 40 for 112x112 and -c)")
+    p.add_argument("--epochs", type=int, help="epochs (default 200 for 32x32 data, 160 for 112x112; synthetic 12)")
+    p.add_argument("--eval-every", type=int, default=5, help="evaluate every N epochs (0: never)")
+    p.add_argument("--features", nargs="+", metavar="FILE.npz",
+                   help="with -e: evaluate stored features instead of a checkpoint")
+    p.add_argument("--save-codes", nargs="+", metavar="OUT.npz",
+                   help="with -e: store features, database index, mlp and labels, one file per model")
+    p.add_argument("--topk", type=int, nargs="+", default=list(DEFAULT_TOPK))
+    p.add_argument("--curve", type=int, nargs="+", help="ranking positions of the precision curve")
+    p.add_argument("--map-at", type=int, nargs="+", default=[], help="also report mAP@k")
+    p.add_argument("--skip-no-relevant", action="store_true",
+                   help="leave queries without a relevant item out of the means")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-dir", default="checkpoint")
+    p.add_argument("--log-dir", default="log")
+    p.add_argument("--json", metavar="OUT", help="write the metrics as JSON (a list for several models)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+@dataclass(frozen=True)
+class PQConfig:
+    """One model of the call: code length, books, words and the derived shapes."""
+    bits: int
+    num_books: int
+    num_words: int
+    feature_dim: int
+    size: int  # side of the last feature map: 4 for 32x32 input, 7 for 112x112
+    scale: float
+
+    def describe(self) -> str:
+        return (f"{self.bits} bits = {self.num_books} books x {self.num_words} words, "
+                f"{self.feature_dim}-d features")
+
+
+def _per_model(values, name, count):
+    if values is None:
+        raise UsageError(f"--{name} is required (one value per model)")
+    if len(values) == 1:
+        return list(values) * count
+    if len(values) != count:
+        raise UsageError(f"--{name} has {len(values)} values for {count} models; "
+                         f"give one per model (or one for all)")
+    return list(values)
+
+
+def model_configs(args, img_size: int) -> list:
+    """The official rules: len = num * log2(words); feature_dim 512 for 32x32 data
+    (516 for 36 bits), num * words for 112x112 data and cross-dataset runs."""
+    if not args.len:
+        raise UsageError("--len is required: the code length of each model, e.g. --len 24 --num 4 --words 64")
+    count = len(args.len)
+    nums, words = _per_model(args.num, "num", count), _per_model(args.words, "words", count)
+    if img_size not in (32, 112):
+        raise UsageError(f"resnet20_pq takes 32x32 or 112x112 images, not {img_size}x{img_size}")
+    size = 7 if img_size == 112 else 4
+    configs = []
+    for bits, m, k in zip(args.len, nums, words):
+        if m <= 0 or k < 2 or k & (k - 1):
+            raise UsageError(f"--num must be positive and --words a power of two, got {m} and {k}")
+        if m * int(math.log2(k)) != bits:
+            raise UsageError(f"--len {bits} does not match --num {m} --words {k}: "
+                             f"{m} x log2({k}) = {m * int(math.log2(k))} bits")
+        feature_dim = m * k if size == 7 or args.cross_dataset else (516 if bits == 36 else 512)
+        if feature_dim % m:
+            raise UsageError(f"{feature_dim}-d features do not split into {m} books; choose another --num")
+        if k > feature_dim // m:
+            raise UsageError(f"--words {k} exceeds the codeword length {feature_dim // m} "
+                             f"({feature_dim}-d features / {m} books): use fewer words or more books")
+        scale = args.scale or (40.0 if size == 7 or args.cross_dataset else 20.0)
+        configs.append(PQConfig(bits, m, k, feature_dim, size, scale))
+    return configs
+
+
+def input_size(args) -> int:
+    """The image size a run will use, known before any data is read."""
+    if args.img_size:
+        return args.img_size
+    return 112 if args.cross_dataset or args.dataset in ("vggface2", "folder") else 32
+
+
+def build_model(config: PQConfig, num_classes: int, margin: float, device):
+    net = resnet20_pq(20, config.feature_dim, 512, config.size).to(device)
+    head = OrthoPQ(config.feature_dim, config.num_books, config.num_words, num_classes,
+                   scale=config.scale, margin=margin).to(device)
+    return net, head
+
+
+def train_one_epoch(net, head, loader, optimizer, device, miu, progress=True, desc="train"):
+    net.train()
+    head.train()
+    meter = AverageMeter()
+    for images, labels in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr):
+        images = images.to(device, non_blocking=True)
+        labels = torch.as_tensor(labels).view(-1).to(device)
+        logits_x, logits_s, probs = head(net(images), labels)
+        loss = opqn_loss(logits_x, logits_s, probs, labels, miu)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        meter.update(loss.item(), len(images))
+    return meter.avg
+
+
+def metric_kwargs(args):
+    return dict(topk=args.topk, curve_positions=args.curve, map_at=args.map_at,
+                skip_no_relevant=args.skip_no_relevant)
+
+
+def evaluate_model(net, mlp, data, device, args, progress=True):
+    """Encode database and queries, index the database, rank by the asymmetric score."""
+    db_features, db_labels = encode(net, data.db_loader, device, "encoding database", progress)
+    q_features, q_labels = encode(net, data.query_loader, device, "encoding queries", progress)
+    result = evaluate_pq(q_features, db_features, q_labels, db_labels, mlp.cpu(), **metric_kwargs(args))
+    return result, (db_features, q_features, db_labels, q_labels)
+
+
+def train(args, device):
+    if not args.save:
+        raise UsageError("--save NAME.tar is required, one per model (or -e to evaluate)")
+    ckpt_dir = ensure_dir(args.checkpoint_dir, "--checkpoint-dir")
+    log_dir = ensure_dir(args.log_dir, "--log-dir")
+    if len(args.save) != len(args.len or []):
+        raise UsageError(f"--save names {len(args.save)} file(s) for {len(args.len or [])} model(s) "
+                         f"(--len); give one name per model")
+    paths = [check_writable_file(ckpt_dir / name, "--save") for name in args.save]
+    configs = model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
+    data = build_run_data(args, device, train=True)
+    configs = model_configs(args, data.img_size)
+    large = data.img_size == 112
+    epochs = args.epochs or (SYNTHETIC_EPOCHS if args.dataset == "synthetic" else 160 if large else 200)
+    lr_step = 20 if large else 35
+    progress = not args.no_progress
+    results = []
+    for config, path in zip(configs, paths):
+        seed_everything(args.seed)
+        net, head = build_model(config, data.num_classes, args.margin, device)
+        optimizer = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=args.lr,
+                                    momentum=0.9, weight_decay=5e-4)
+        with tee_stdout(log_path(log_dir, config.bits, args.dataset)) as log_file:
+            print(f"[Configuration] dataset {args.dataset} ({data.describe()}), {config.describe()}, "
+                  f"scale {config.scale}, margin {args.margin}, miu {args.miu}, batch {args.bs}, "
+                  f"lr {args.lr} x0.5 every {lr_step} epochs, {epochs} epochs, device {device}, "
+                  f"seed {args.seed}")
+            best_loss, best_epoch, last_metrics, since = float("inf"), -1, None, time.time()
+            for epoch in range(epochs):
+                set_lr(optimizer, step_lr(args.lr, epoch, lr_step, 0.5))
+                loss = train_one_epoch(net, head, data.train_loader, optimizer, device, args.miu,
+                                       progress, desc=f"{config.bits} bits, epoch {epoch + 1}/{epochs}")
+                line = f"[epoch: {epoch + 1}]\t[loss: {loss:.4f}]"
+                if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == epochs):
+                    last_metrics, _ = evaluate_model(net, head.mlp, data, device, args, progress)
+                    line += f"\t[mAP: {100 * last_metrics['mAP']:.2f}%]"
+                print(line)
+                if loss < best_loss:
+                    best_loss, best_epoch = loss, epoch
+                    state = opqn_state(net, head.mlp)
+                    state.update(epoch=epoch + 1, loss=loss, optimizer=optimizer.state_dict(),
+                                 args=vars(args), metrics=last_metrics,
+                                 config={"len": config.bits, "num": config.num_books,
+                                         "words": config.num_words, "feature_dim": config.feature_dim,
+                                         "size": config.size, "scale": config.scale})
+                    save_checkpoint(state, path)
+            elapsed = time.time() - since
+            print(f"Training completed in {elapsed // 60:.0f}min {elapsed % 60:.0f}s, best loss "
+                  f"{best_loss:.4f} at epoch {best_epoch + 1}; model saved as {path}")
+            mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
+            result, _ = evaluate_model(net, mlp, data, device, args, progress)
+            result.update(checkpoint=str(path), best_epoch=best_epoch + 1, best_loss=best_loss,
+                          train_seconds=round(elapsed, 1), num=config.num_books, words=config.num_words)
+            print(format_metrics(result, f"{path} (best loss, epoch {best_epoch + 1})"))
+            print(f"log written to {log_file}")
+        results.append(result)
+    return results
+
+
+def evaluate_checkpoints(args, device):
+    if not args.load:
+        raise UsageError("-e needs --load CHECKPOINT.tar (one per model) or --features FILE.npz")
+    if len(args.load) != len(args.len or []):
+        raise UsageError(f"--load names {len(args.load)} checkpoint(s) for {len(args.len or [])} "
+                         f"model(s) (--len); give one per model")
+    if args.save_codes and len(args.save_codes) != len(args.load):
+        raise UsageError("--save-codes needs one file per model")
+    for out in args.save_codes or []:
+        check_writable_file(out, "--save-codes")
+    model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
+    data = build_run_data(args, device, train=False, cross_dataset=args.cross_dataset)
+    configs = model_configs(args, data.img_size)
+    results = []
+    for i, (name, config) in enumerate(zip(args.load, configs)):
+        path = resolve_checkpoint(name, args.checkpoint_dir)
+        net = resnet20_pq(20, config.feature_dim, 512, config.size)
+        mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
+        result, (db_f, q_f, db_l, q_l) = evaluate_model(net.to(device), mlp, data, device, args,
+                                                        not args.no_progress)
+        result.update(checkpoint=str(path), num=config.num_books, words=config.num_words)
+        print(format_metrics(result, f"{path} on {args.dataset}{' (cross-dataset)' if args.cross_dataset else ''}"))
+        if args.save_codes:
+            save_features(args.save_codes[i], db_f, q_f, db_l, q_l, mlp)
+        results.append(result)
+    return results
+
+
+def save_features(path, db_features, query_features, db_labels, query_labels, mlp):
+    """The stored-features format (as the fixtures' pqret files): db_index is [M, N]."""
+    import io
+
+    import numpy as np
+
+    from utils.cli import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, db_features=db_features.numpy(), query_features=query_features.numpy(),
+             db_labels=db_labels.numpy(), query_labels=query_labels.numpy(),
+             mlp=mlp.numpy(), db_index=quantization_index(db_features, mlp).T.numpy())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def evaluate_features(args):
+    results = []
+    for path in args.features:
+        z = load_npz(path, required=("query_features", "query_labels", "db_labels", "mlp"))
+        if "db_features" in z:
+            db = z["db_features"]
+        elif "db_index" in z:
+            db = z["db_index"].T  # stored as [M, N], as the official indexing returns it
+        else:
+            raise UsageError(f"{path} lacks array db_features (or db_index)")
+        try:
+            result = evaluate_pq(z["query_features"], db, z["query_labels"], z["db_labels"], z["mlp"],
+                                 **metric_kwargs(args))
+        except ValueError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        print(format_metrics(result, f"features {path}"))
+        results.append(result)
+    return results
+
+
+def main(args):
+    if args.bs <= 0:
+        raise UsageError(f"--bs must be positive, got {args.bs}")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    if args.features:
+        if not args.evaluate:
+            raise UsageError("--features evaluates stored features: add -e")
+        results = evaluate_features(args)
+    else:
+        device = resolve_device(args.device)
+        seed_everything(args.seed)
+        results = evaluate_checkpoints(args, device) if args.evaluate else train(args, device)
+    if args.json:
+        write_json(args.json, results[0] if len(results) == 1 else results)
+    return results
+
+
+if __name__ == "__main__":
+    from utils.cli import run_script
+    sys.exit(run_script(main, get_args_parser().parse_args(), handled=handled_errors()))
