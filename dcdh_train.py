@@ -14,10 +14,11 @@ from tqdm import tqdm
 from models import HASHING_ARCHS, build_hashing_net
 from models.dcdh import DualClasswiseLoss, dcdh_loss
 from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.cli import UsageError, check_writable_file, format_metrics, resolve_device, write_json
+from utils.cli import (UsageError, add_data_args, check_writable_file, format_metrics,
+                       resolve_device, write_json)
 from utils.engine import (AverageMeter, ensure_dir, log_path, seed_everything, set_lr, step_lr,
                           tee_stdout)
-from utils.run_setup import add_data_args, build_hashing_data, handled_errors, recipe_for
+from utils.run_setup import build_hashing_data, handled_errors, recipe_for
 from utils.retrieval import evaluate_hashing
 
 

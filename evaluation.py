@@ -2,11 +2,17 @@
 on a dataset (--load NAME.tar --dataset youtube --len 12, the official form)."""
 
 import argparse
+import os
 import sys
 
-from models import HASHING_ARCHS
-from utils.cli import UsageError, check_writable_file, format_metrics, run_script, write_json
-from utils.run_setup import add_data_args
+# torch's and numba's worker threads otherwise spin while waiting and take the
+# CPU from each other (seen up to 10x slower metrics on 2 cores); set before
+# torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from utils.names import HASHING_ARCHS
+from utils.cli import (UsageError, add_data_args, check_writable_file, format_metrics, run_script,
+                       write_json)
 from utils.metrics import DEFAULT_TOPK, evaluate_codes
 
 
@@ -112,5 +118,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    from utils.run_setup import handled_errors
-    sys.exit(run_script(main, get_args_parser().parse_args(), handled=handled_errors()))
+    from data.errors import DatasetError
+    from utils.checkpoint import CheckpointError
+    sys.exit(run_script(main, get_args_parser().parse_args(),
+                        handled=(UsageError, DatasetError, CheckpointError)))

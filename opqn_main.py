@@ -19,13 +19,14 @@ from tqdm import tqdm
 
 from models import OrthoPQ, opqn_loss, resnet20_pq
 from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from utils.cli import UsageError, check_writable_file, format_metrics, resolve_device, write_json
+from utils.cli import (UsageError, add_data_args, check_writable_file, format_metrics,
+                       resolve_device, write_json)
 from utils.codes_io import load_npz
 from utils.engine import (AverageMeter, encode, ensure_dir, log_path, seed_everything, set_lr,
                           step_lr, tee_stdout)
 from utils.opqn_checkpoint import load_opqn, opqn_state
 from utils.pq import evaluate_pq, quantization_index
-from utils.run_setup import add_data_args, build_run_data, handled_errors
+from utils.run_setup import build_run_data, handled_errors
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
 SYNTHETIC_EPOCHS = 12

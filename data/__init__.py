@@ -25,15 +25,8 @@ from torch.utils.data import Dataset
 
 from data.ddh import DDH_DATASETS, IMG_SIZE as DDH_IMG_SIZE, DDHFaces, find_ddh_root
 from data.errors import DatasetError
-from data.folders import (
-    DEFAULT_IMG_SIZE,
-    FOLDER_DATASETS,
-    ImageFolderSplit,
-    find_folder_root,
-    folder_transforms,
-)
+from utils.names import DATASETS  # the names the command lines accept
 
-DATASETS = ("facescrub", "youtube", "cfw", "vggface2", "folder", "synthetic")
 # image-folder datasets of 32x32 faces, read with OPQN's 32-pixel transforms
 SMALL_FOLDER_DATASETS = ("cfw",)
 # OPQN's cross-dataset protocol (-c): identities unseen in training
@@ -49,11 +42,8 @@ __all__ = [
     "DATASETS",
     "DatasetError",
     "DDHFaces",
-    "ImageFolderSplit",
     "build_datasets",
     "find_ddh_root",
-    "find_folder_root",
-    "folder_transforms",
 ]
 
 
@@ -112,6 +102,10 @@ def build_datasets(
         test_set = DDHFaces(root, "test")
         return train_set, test_set, _info(train_set.num_classes, DDH_IMG_SIZE, root, "ddh")
 
+    # image folders need torchvision: imported only when used, so that reading
+    # stored codes never pays for it
+    from data.folders import DEFAULT_IMG_SIZE, FOLDER_DATASETS, find_folder_root
+
     if cross_dataset:
         if dataset not in FOLDER_DATASETS and dataset != "folder":
             raise DatasetError(f"cross-dataset evaluation needs an image-folder dataset "
@@ -148,6 +142,8 @@ def build_datasets(
 
 def _folder_splits(root, img_size, augment, skip_bad_images, splits=("train", "test"),
                    **transform_kwargs):
+    from data.folders import ImageFolderSplit
+
     train_set = ImageFolderSplit(
         root, splits[0], img_size, train_transform=augment,
         skip_bad_images=skip_bad_images, reference_split=splits[0], **transform_kwargs,

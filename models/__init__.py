@@ -5,7 +5,7 @@ from .opqn import OrthoPQ, ResNet20PQ, build_codebooks, opqn_loss, resnet20_pq
 from .resnet import ResNetHashing
 from .sphere import SphereNet_hashing, SphereNetHashing
 
-HASHING_ARCHS = ("dfhnet", "sphere20", "sphere64", "resnet18", "resnet34", "resnet50")
+from utils.names import HASHING_ARCHS
 
 
 def build_hashing_net(arch, hash_bits, pretrained=None):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from utils.names import DATASETS
+
 EXIT_USAGE = 2
 
 
@@ -29,6 +31,23 @@ def run_script(main, args, handled=(UsageError,)) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def add_data_args(parser, default_dataset="facescrub"):
+    """The dataset flags every script shares."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", default=default_dataset, choices=DATASETS)
+    g.add_argument("--data-root", help="dataset folder holding train/ and test/ "
+                                       "(default data/<dataset>, or the official ./FaceScrub, ./YouTube)")
+    g.add_argument("--img-size", type=int,
+                   help="input size (DDH data: 32; image folders: default 112)")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable images of an ImageFolder tree instead of stopping")
+    g.add_argument("--synthetic-ids", type=int, help="built-in data: number of identities (default 20)")
+    g.add_argument("--synthetic-train", type=int, help="built-in data: training images per identity")
+    g.add_argument("--synthetic-test", type=int, help="built-in data: test images per identity")
+    return g
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -73,15 +73,15 @@ def to_bits(codes, num_bits: Optional[int] = None, name: str = "codes") -> torch
         return t
     if t.numel() == 0:
         return t.bool()
+    # cheap elementwise checks first: torch.unique on a large database costs a sort
+    positive = t == 1
+    if bool((positive | (t == -1)).all()) or bool((positive | (t == 0)).all()):
+        return positive
     values = torch.unique(t)
     if values.is_floating_point() and not torch.equal(values, values.round()):
         raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found non-integer values")
-    vals = set(int(v) for v in values.tolist())
-    if vals <= {-1, 1}:
-        return t > 0
-    if vals <= {0, 1}:
-        return t > 0
-    raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found {sorted(vals)[:5]}")
+    vals = sorted(int(v) for v in values.tolist())
+    raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found {vals[:5]}")
 
 
 def as_labels(labels, name: str = "labels") -> torch.Tensor:
