@@ -34,7 +34,7 @@ def get_args_parser():
     p.add_argument("--eta", type=float, default=0.01, help="weight of the quantization (regression) term")
     # added here
     add_data_args(p)
-    p.add_argument("--epochs", type=int, help="epochs (default by recipe: 600 Adam, 150 SGD; synthetic 30)")
+    p.add_argument("--epochs", type=int, help="epochs (default by recipe: 600 Adam, 150 SGD; synthetic 15)")
     p.add_argument("--arch", choices=HASHING_ARCHS, help="network (default by dataset and image size)")
     p.add_argument("--pretrained", help="local ImageNet state_dict for the resnet archs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

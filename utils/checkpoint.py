@@ -9,12 +9,12 @@ optimizer, metrics, ...) and never rename the official ones.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
+
+from utils.cli import atomic_open
 
 
 class CheckpointError(Exception):
@@ -61,20 +61,10 @@ def _first_line(exc) -> str:
 
 
 def save_checkpoint(obj: dict, path) -> None:
-    """torch.save to a temporary file beside ``path``, then rename over it:
-    an interrupted save never leaves a broken file in place of a good one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through a temporary file renamed over ``path``: an interrupted
+    save never leaves a broken file in place of a good one."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
 
 
 def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:

@@ -3,6 +3,7 @@ device choice, and writing results (tables and JSON) safely."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -76,14 +77,16 @@ def check_writable_file(path, flag: str) -> Path:
     return path
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: a crash
-    mid-write never leaves a truncated file in place of a good one."""
+@contextlib.contextmanager
+def atomic_open(path):
+    """A binary file that replaces ``path`` only once fully written: written to a
+    temporary file beside it, synced, then renamed over it, so a crash mid-write
+    never leaves a truncated file in place of a good one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -91,6 +94,11 @@ def atomic_write_bytes(path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def _json_ready(value):

@@ -17,7 +17,7 @@ __all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_run_data",
            "build_hashing_data", "handled_errors"]
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
-SYNTHETIC_EPOCHS = 30
+SYNTHETIC_EPOCHS = 15
 
 
 def _synthetic_kwargs(args) -> dict:
