@@ -29,7 +29,7 @@ from utils.pq import evaluate_pq, quantization_index
 from utils.run_setup import build_run_data, handled_errors
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
-SYNTHETIC_EPOCHS = 12
+SYNTHETIC_EPOCHS = 7
 # The official top-k: 5 for the 32x32 datasets, 10 for VGGFace2; we add 1 and 50.
 DEFAULT_TOPK = (1, 5, 10, 50)
 
@@ -52,7 +52,7 @@ def get_args_parser():
     # added here
     add_data_args(p)
     p.add_argument("--scale", type=float, help="logit scale (default 20 for 32x32 data, 40 for 112x112 and -c)")
-    p.add_argument("--epochs", type=int, help="epochs (default 200 for 32x32 data, 160 for 112x112; synthetic 12)")
+    p.add_argument("--epochs", type=int, help="epochs (default 200 for 32x32 data, 160 for 112x112; synthetic 7)")
     p.add_argument("--eval-every", type=int, default=5, help="evaluate every N epochs (0: never)")
     p.add_argument("--features", nargs="+", metavar="FILE.npz",
                    help="with -e: evaluate stored features instead of a checkpoint")
