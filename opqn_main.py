@@ -6,27 +6,28 @@ Official forms:
   (add -c for cross-dataset evaluation)
 Stored features:  python opqn_main.py -e --features codes.npz [--json OUT]
 Built-in data:    python opqn_main.py --dataset synthetic --save pq.tar --len 24 --num 4 --words 64
+Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --save v.tar --len 48 --num 8 --words 64
 """
 
 import argparse
 import math
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
-from models import OrthoPQ, opqn_loss, resnet20_pq
-from utils.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from utils.cli import (UsageError, add_data_args, check_writable_file, format_metrics,
-                       resolve_device, write_json)
+from models import OrthoPQ, resnet20_pq
+from models.opqn import OPQNObjective
+from utils.checkpoint import load_checkpoint, resolve_checkpoint
+from utils.cli import (UsageError, add_data_args, add_engine_args, check_writable_file,
+                       format_metrics, resolve_device, write_json)
 from utils.codes_io import load_npz
-from utils.engine import (AverageMeter, encode, ensure_dir, log_path, seed_everything, set_lr,
-                          step_lr, tee_stdout)
+from utils.distributed import DistInfo, cleanup, init_distributed
+from utils.engine import encode, ensure_dir, log_path, seed_everything, silenced, tee_stdout
 from utils.opqn_checkpoint import load_opqn, opqn_state
 from utils.pq import evaluate_pq, quantization_index
 from utils.run_setup import build_run_data, handled_errors
+from utils.trainer import Schedule, fit, last_path_for, resume_from
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
 SYNTHETIC_EPOCHS = 7
@@ -52,8 +53,6 @@ def get_args_parser():
     # added here
     add_data_args(p)
     p.add_argument("--scale", type=float, help="logit scale (default 20 for 32x32 data, 40 for 112x112 and -c)")
-    p.add_argument("--epochs", type=int, help="epochs (default 200 for 32x32 data, 160 for 112x112; synthetic 7)")
-    p.add_argument("--eval-every", type=int, default=5, help="evaluate every N epochs (0: never)")
     p.add_argument("--features", nargs="+", metavar="FILE.npz",
                    help="with -e: evaluate stored features instead of a checkpoint")
     p.add_argument("--save-codes", nargs="+", metavar="OUT.npz",
@@ -63,12 +62,7 @@ def get_args_parser():
     p.add_argument("--map-at", type=int, nargs="+", default=[], help="also report mAP@k")
     p.add_argument("--skip-no-relevant", action="store_true",
                    help="leave queries without a relevant item out of the means")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-dir", default="checkpoint")
-    p.add_argument("--log-dir", default="log")
-    p.add_argument("--json", metavar="OUT", help="write the metrics as JSON (a list for several models)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_engine_args(p, eval_every=5)  # --epochs: 200 for 32x32 data, 160 for 112x112, 7 synthetic
     return p
 
 
@@ -140,22 +134,6 @@ def build_model(config: PQConfig, num_classes: int, margin: float, device):
     return net, head
 
 
-def train_one_epoch(net, head, loader, optimizer, device, miu, progress=True, desc="train"):
-    net.train()
-    head.train()
-    meter = AverageMeter()
-    for images, labels in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr):
-        images = images.to(device, non_blocking=True)
-        labels = torch.as_tensor(labels).view(-1).to(device)
-        logits_x, logits_s, probs = head(net(images), labels)
-        loss = opqn_loss(logits_x, logits_s, probs, labels, miu)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        meter.update(loss.item(), len(images))
-    return meter.avg
-
-
 def metric_kwargs(args):
     return dict(topk=args.topk, curve_positions=args.curve, map_at=args.map_at,
                 skip_no_relevant=args.skip_no_relevant)
@@ -169,7 +147,7 @@ def evaluate_model(net, mlp, data, device, args, progress=True):
     return result, (db_features, q_features, db_labels, q_labels)
 
 
-def train(args, device):
+def train(args, dist_info: DistInfo, device):
     if not args.save:
         raise UsageError("--save NAME.tar is required, one per model (or -e to evaluate)")
     ckpt_dir = ensure_dir(args.checkpoint_dir, "--checkpoint-dir")
@@ -177,54 +155,74 @@ def train(args, device):
     if len(args.save) != len(args.len or []):
         raise UsageError(f"--save names {len(args.save)} file(s) for {len(args.len or [])} model(s) "
                          f"(--len); give one name per model")
+    if args.resume and args.resume != "auto" and len(args.save) > 1:
+        raise UsageError("--resume PATH takes one model; with several use --resume auto")
     paths = [check_writable_file(ckpt_dir / name, "--save") for name in args.save]
+    for path in paths:
+        check_writable_file(last_path_for(path), "--save")
     configs = model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
-    data = build_run_data(args, device, train=True)
+    data = build_run_data(args, device, train=True, dist_info=dist_info)
     configs = model_configs(args, data.img_size)
     large = data.img_size == 112
     epochs = args.epochs or (SYNTHETIC_EPOCHS if args.dataset == "synthetic" else 160 if large else 200)
-    lr_step = 20 if large else 35
-    progress = not args.no_progress
+    schedule = Schedule(epochs, args.lr, 20 if large else 35, 0.5, args.eval_every)
+    progress = not args.no_progress and dist_info.is_main
     results = []
     for config, path in zip(configs, paths):
-        seed_everything(args.seed)
+        resume = resume_from(args.resume, path, args.checkpoint_dir)
+        seed_everything(args.seed, args.deterministic)
         net, head = build_model(config, data.num_classes, args.margin, device)
-        optimizer = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=args.lr,
-                                    momentum=0.9, weight_decay=5e-4)
-        with tee_stdout(log_path(log_dir, config.bits, args.dataset)) as log_file:
+        objective = OPQNObjective(net, head, args.miu)
+        if args.channels_last:
+            net.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(objective.parameters(), lr=args.lr, momentum=0.9,
+                                    weight_decay=5e-4)
+        if args.compile:
+            net.compile()  # in place: state_dict keys stay those of the official layout
+        trained = objective
+        if dist_info.enabled:
+            trained = torch.nn.parallel.DistributedDataParallel(
+                objective, device_ids=[device.index] if device.type == "cuda" else None)
+
+        def model_state(net=net, head=head):
+            # the official layout, plus the class proxies needed to resume training
+            return {**opqn_state(net, head.mlp), "head": head.state_dict()}
+
+        def load_model_state(ckpt, net=net, head=head, config=config, path=path):
+            load_opqn(net, ckpt, config.num_books, config.num_words, path)
+            head.load_state_dict(ckpt["head"])
+
+        def evaluate(net=net, head=head):
+            return evaluate_model(net, head.mlp.detach(), data, device, args, progress)[0]
+
+        log_file = log_path(log_dir, config.bits, args.dataset)
+        with (tee_stdout(log_file) if dist_info.is_main else silenced()):
             print(f"[Configuration] dataset {args.dataset} ({data.describe()}), {config.describe()}, "
                   f"scale {config.scale}, margin {args.margin}, miu {args.miu}, batch {args.bs}, "
-                  f"lr {args.lr} x0.5 every {lr_step} epochs, {epochs} epochs, device {device}, "
-                  f"seed {args.seed}")
-            best_loss, best_epoch, last_metrics, since = float("inf"), -1, None, time.time()
-            for epoch in range(epochs):
-                set_lr(optimizer, step_lr(args.lr, epoch, lr_step, 0.5))
-                loss = train_one_epoch(net, head, data.train_loader, optimizer, device, args.miu,
-                                       progress, desc=f"{config.bits} bits, epoch {epoch + 1}/{epochs}")
-                line = f"[epoch: {epoch + 1}]\t[loss: {loss:.4f}]"
-                if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == epochs):
-                    last_metrics, _ = evaluate_model(net, head.mlp, data, device, args, progress)
-                    line += f"\t[mAP: {100 * last_metrics['mAP']:.2f}%]"
-                print(line)
-                if loss < best_loss:
-                    best_loss, best_epoch = loss, epoch
-                    state = opqn_state(net, head.mlp)
-                    state.update(epoch=epoch + 1, loss=loss, optimizer=optimizer.state_dict(),
-                                 args=vars(args), metrics=last_metrics,
-                                 config={"len": config.bits, "num": config.num_books,
-                                         "words": config.num_words, "feature_dim": config.feature_dim,
-                                         "size": config.size, "scale": config.scale})
-                    save_checkpoint(state, path)
-            elapsed = time.time() - since
-            print(f"Training completed in {elapsed // 60:.0f}min {elapsed % 60:.0f}s, best loss "
-                  f"{best_loss:.4f} at epoch {best_epoch + 1}; model saved as {path}")
+                  f"lr {args.lr} x0.5 every {schedule.lr_step} epochs, {epochs} epochs, "
+                  f"device {device}, {dist_info.world_size} process(es), seed {args.seed}")
+            print(f"Arguments: {vars(args)}")
+            result = fit(trained, optimizer, data.train_loader, device, schedule, path,
+                         model_state=model_state, load_model_state=load_model_state,
+                         evaluate=evaluate, resume=resume, dist_info=dist_info, amp=args.amp,
+                         channels_last=args.channels_last, progress=progress,
+                         desc=f"{config.bits} bits, ",
+                         extra_state={"args": vars(args), "config": {
+                             "len": config.bits, "num": config.num_books, "words": config.num_words,
+                             "feature_dim": config.feature_dim, "size": config.size,
+                             "scale": config.scale}})
+            if not dist_info.is_main:
+                continue
+            print(f"Training completed: best loss {result.best_loss:.4f} at epoch "
+                  f"{result.best_epoch}; model saved as {path}")
             mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
-            result, _ = evaluate_model(net, mlp, data, device, args, progress)
-            result.update(checkpoint=str(path), best_epoch=best_epoch + 1, best_loss=best_loss,
-                          train_seconds=round(elapsed, 1), num=config.num_books, words=config.num_words)
-            print(format_metrics(result, f"{path} (best loss, epoch {best_epoch + 1})"))
+            final, _ = evaluate_model(net, mlp, data, device, args, progress)
+            final.update(checkpoint=str(path), best_epoch=result.best_epoch,
+                         best_loss=result.best_loss, epochs_run=result.epochs_run,
+                         num=config.num_books, words=config.num_words)
+            print(format_metrics(final, f"{path} (best loss, epoch {result.best_epoch})"))
             print(f"log written to {log_file}")
-        results.append(result)
+        results.append(final)
     return results
 
 
@@ -300,10 +298,16 @@ def main(args):
         if not args.evaluate:
             raise UsageError("--features evaluates stored features: add -e")
         results = evaluate_features(args)
+    elif args.evaluate:
+        results = evaluate_checkpoints(args, resolve_device(args.device))
     else:
-        device = resolve_device(args.device)
-        seed_everything(args.seed)
-        results = evaluate_checkpoints(args, device) if args.evaluate else train(args, device)
+        dist_info, device = init_distributed(resolve_device(args.device))
+        try:
+            results = train(args, dist_info, device)
+        finally:
+            cleanup()
+        if not dist_info.is_main:
+            return results
     if args.json:
         write_json(args.json, results[0] if len(results) == 1 else results)
     return results

@@ -211,3 +211,21 @@ def opqn_loss(logits_x, logits_s, probs, labels, miu=0.1):
     ce_x = sum(F.cross_entropy(logits_x[m], labels) for m in range(num_books)) / num_books
     ce_s = sum(F.cross_entropy(logits_s[m], labels) for m in range(num_books)) / num_books
     return 0.5 * (ce_x + ce_s) + miu * assignment_entropy(probs).mean()
+
+
+class OPQNObjective(nn.Module):
+    """Backbone + OrthoPQ head as one module: ``forward(images, labels)`` is the
+    batch loss.  The head and loss run in float32 (also under --amp): cosines
+    and soft assignments lose too much in half precision."""
+
+    def __init__(self, net, head, miu):
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.miu = miu
+
+    def forward(self, images, labels):
+        features = self.net(images)
+        with torch.autocast(features.device.type, enabled=False):
+            logits_x, logits_s, probs = self.head(features.float(), labels)
+            return opqn_loss(logits_x, logits_s, probs, labels, self.miu)

@@ -3,7 +3,6 @@ the golden checkpoint, mismatch messages, bad input, and learning."""
 
 import json
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np

@@ -18,8 +18,15 @@ from utils.names import DATASETS
 EXIT_USAGE = 2
 
 
+EXIT_INTERRUPTED = 130
+
+
 class UsageError(Exception):
     """A problem the user can fix (bad file, wrong flag); reported in one line."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with a message saying how to continue; exit status 130."""
 
 
 def run_script(main, args, handled=(UsageError,)) -> int:
@@ -31,6 +38,12 @@ def run_script(main, args, handled=(UsageError,)) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except Interrupted as exc:
+        print(f"{exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 
@@ -48,6 +61,30 @@ def add_data_args(parser, default_dataset="facescrub"):
     g.add_argument("--synthetic-ids", type=int, help="built-in data: number of identities (default 20)")
     g.add_argument("--synthetic-train", type=int, help="built-in data: training images per identity")
     g.add_argument("--synthetic-test", type=int, help="built-in data: test images per identity")
+    return g
+
+
+def add_engine_args(parser, eval_every: int):
+    """The training-engine flags both training scripts share."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--epochs", type=int, help="epochs (default by recipe)")
+    g.add_argument("--eval-every", type=int, default=eval_every,
+                   help=f"evaluate every N epochs (default {eval_every}; 0: never)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds Python, NumPy, torch (all devices) and the data order")
+    g.add_argument("--deterministic", action="store_true",
+                   help="also ask torch for deterministic algorithms")
+    g.add_argument("--resume", metavar="PATH|auto",
+                   help="continue a run from a checkpoint it wrote (auto: its _last file)")
+    g.add_argument("--amp", action="store_true",
+                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad scaler")
+    g.add_argument("--compile", action="store_true", help="run the network through torch.compile")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    g.add_argument("--checkpoint-dir", default="checkpoint")
+    g.add_argument("--log-dir", default="log")
+    g.add_argument("--json", metavar="OUT", help="write the final metrics as JSON")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return g
 
 

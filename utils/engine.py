@@ -93,6 +93,13 @@ def tee_stdout(path):
             sys.stdout = old
 
 
+@contextlib.contextmanager
+def silenced():
+    """Processes other than the first print nothing (torchrun would repeat every line)."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
 @torch.no_grad()
 def encode(net, loader, device, desc="encoding", progress=True):
     """Real-valued network outputs [n, L] (float32, CPU) and labels [n] for a loader."""

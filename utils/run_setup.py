@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from data import DATASETS, DatasetError, build_datasets
 from utils.checkpoint import CheckpointError
 from utils.cli import UsageError
+from utils.distributed import DistInfo
 from utils.engine import seed_worker
 
 __all__ = ["DATASETS", "Recipe", "recipe_for", "default_arch", "build_run_data",
@@ -35,7 +37,8 @@ def _synthetic_kwargs(args) -> dict:
 
 def handled_errors():
     """Exceptions a user can cause; the scripts report them in one line, exit 2."""
-    return (UsageError, DatasetError, CheckpointError)
+    from utils.trainer import TrainingError
+    return (UsageError, DatasetError, CheckpointError, TrainingError)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,12 @@ class RunData:
                 f"{len(self.query_loader.dataset)} test images, {self.img_size}x{self.img_size}")
 
 
-def build_run_data(args, device, train: bool = True, cross_dataset: bool = False) -> RunData:
-    """Datasets and loaders for ``args.dataset``: database = training split, queries = test split."""
+def build_run_data(args, device, train: bool = True, cross_dataset: bool = False,
+                   dist_info: DistInfo = DistInfo()) -> RunData:
+    """Datasets and loaders for ``args.dataset``: database = training split, queries = test split.
+
+    Under torchrun each process draws its share of every epoch through a
+    DistributedSampler (``--bs`` is then the batch of one process)."""
     kwargs = dict(data_root=args.data_root, img_size=args.img_size,
                   skip_bad_images=args.skip_bad_images, synthetic_kwargs=_synthetic_kwargs(args),
                   cross_dataset=cross_dataset)
@@ -121,18 +128,24 @@ def build_run_data(args, device, train: bool = True, cross_dataset: bool = False
         if info["format"] == "folder" and not cross_dataset:
             # only image folders have random training transforms
             train_set, _, _ = build_datasets(args.dataset, augment=True, **kwargs)
+        if dist_info.enabled:
+            sampler = DistributedSampler(train_set, dist_info.world_size, dist_info.rank,
+                                         shuffle=True, seed=args.seed)
+            per_process = len(sampler)
+            order = dict(sampler=sampler)
+        else:
+            per_process = len(train_set)
+            order = dict(shuffle=True, generator=torch.Generator().manual_seed(args.seed))
         # a last batch of one sample would break BatchNorm in training mode
-        drop_last = len(train_set) % args.bs == 1
-        gen = torch.Generator().manual_seed(args.seed)
-        train_loader = DataLoader(train_set, shuffle=True, drop_last=drop_last, generator=gen,
-                                  **common)
+        drop_last = per_process % args.bs == 1
+        train_loader = DataLoader(train_set, drop_last=drop_last, **order, **common)
     return RunData(train_loader, db_loader, query_loader, info["num_classes"], info["img_size"],
                    args.dataset)
 
 
-def build_hashing_data(args, device, train: bool = True) -> RunData:
+def build_hashing_data(args, device, train: bool = True, dist_info: DistInfo = DistInfo()) -> RunData:
     """The run's data, with the DCDH network picked by dataset when --arch is absent."""
-    data = build_run_data(args, device, train)
+    data = build_run_data(args, device, train, dist_info=dist_info)
     data.arch = args.arch or default_arch(args.dataset, data.img_size)
     check_arch_size(data.arch, data.img_size)
     return data
