@@ -6,7 +6,7 @@ Official forms:
   (add -c for cross-dataset evaluation)
 Stored features:  python opqn_main.py -e --features codes.npz [--json OUT]
 Built-in data:    python opqn_main.py --dataset synthetic --save pq.tar --len 24 --num 4 --words 64
-Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --save v.tar --len 48 --num 8 --words 64
+Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --save v.tar --len 48 --num-books 8 --words 64
 """
 
 import argparse
@@ -46,7 +46,10 @@ def get_args_parser():
     p.add_argument("--save", nargs="+", help="checkpoint name(s) to write, one per model")
     p.add_argument("--load", nargs="+", help="checkpoint(s) to evaluate, one per model")
     p.add_argument("--len", type=int, nargs="+", help="code length(s) in bits, one per model")
-    p.add_argument("--num", type=int, nargs="+", help="number of codebooks, one per model")
+    # --num-books: the same flag under torchrun, whose own parser takes --num as an
+    # abbreviation of its --numa-binding
+    p.add_argument("--num", "--num-books", dest="num", type=int, nargs="+",
+                   help="number of codebooks, one per model")
     p.add_argument("--words", type=int, nargs="+", default=[256], help="codewords per codebook")
     p.add_argument("--margin", type=float, default=0.5, help="additive angular margin")
     p.add_argument("--miu", type=float, default=0.1, help="weight of the assignment entropy")

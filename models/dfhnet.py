@@ -66,6 +66,9 @@ class DFHNet(nn.Module):
         # official forward never calls it; we keep it for state_dict
         # compatibility and, like the original, do not use it.
         self.bn3 = nn.BatchNorm2d(16)
+        # never receives a gradient; frozen so DistributedDataParallel does not
+        # wait for one (the optimizer skipped it anyway: its grad is None)
+        self.bn3.requires_grad_(False)
         self.upscales_4 = nn.Sequential(nn.Conv2d(16, 3, 1))  # 1x1 conv to 3 mask channels
 
         # --- trunk branch: padded 3x3 convs keep 32x32; the last one maps to 3 channels
