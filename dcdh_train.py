@@ -83,7 +83,10 @@ def train(args, dist_info: DistInfo, device):
     data = build_hashing_data(args, device, dist_info=dist_info)
     recipe = recipe_for(args.dataset, data.arch)
     epochs = args.epochs or recipe.epochs
-    net = build_hashing_net(data.arch, args.len, pretrained=args.pretrained)
+    try:
+        net = build_hashing_net(data.arch, args.len, pretrained=args.pretrained)
+    except (OSError, ValueError, RuntimeError) as exc:  # a missing or foreign --pretrained file
+        raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
     criterion = DualClasswiseLoss(data.num_classes, args.len, args.inner_param, args.sigma)
     objective = DCDHObjective(net, criterion, args.eta).to(device)
     if args.channels_last:

@@ -213,3 +213,40 @@ def test_torchrun_two_processes_on_cpu(tmp_path, script, argv, prefixed):
     result = json.loads((tmp_path / "d.json").read_text())
     assert (result[0] if isinstance(result, list) else result)["mAP"] > 0
     assert len(list((tmp_path / "log").glob("*.txt"))) == 1  # one log, written by rank 0
+
+
+def test_seed_and_arguments_are_recorded_and_repeatable(tmp_path):
+    argv = [*DCDH, "--save", "s.tar", "--epochs", 2, "--deterministic", "--workers", 1,
+            "--log-dir", tmp_path / "log"]
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        assert run(dcdh_train, *argv, "--seed", seed, "--checkpoint-dir", tmp_path / name) == 0
+    a, b, c = (state_of(tmp_path / n / "s.tar") for n in "abc")
+    assert a["args"]["seed"] == 3 and a["args"]["deterministic"] is True
+    assert_same_tensors(a["backbone"], b["backbone"])
+    assert not torch.equal(a["backbone"]["hash_layer.0.weight"], c["backbone"]["hash_layer.0.weight"])
+    logs = sorted((tmp_path / "log").glob("12bits_synthetic_*.txt"))
+    assert logs and "'seed': 3" in logs[0].read_text() and "'deterministic': True" in logs[0].read_text()
+
+
+def test_pretrained_file_problems_are_one_line(tmp_path, capsys):
+    argv = [*TINY, "--img-size", 32, "--arch", "resnet18", "--len", 12, "--save", "r.tar",
+            "--checkpoint-dir", tmp_path, "--log-dir", tmp_path]
+    assert run(dcdh_train, *argv, "--pretrained", tmp_path / "none.pth") == 2
+    assert capsys.readouterr().err.startswith("error: --pretrained: pretrained weights for resnet18 not found")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "facescrub", "--save", "m.tar"], "error: FaceScrub not found"),
+    (["--dataset", "cfw", "--save", "m.tar"], "error: CFW-60K not found"),
+    ([*TINY, "--save", "m.tar", "--checkpoint-dir", "FILE/sub"], "error: cannot create --checkpoint-dir"),
+    ([*TINY, "-e", "--load", "BAD"], "is not a readable checkpoint"),
+    ([*TINY, "-e", "-c", "--load", "BAD"], "cross-dataset evaluation needs an image-folder dataset"),
+])
+def test_opqn_bad_input(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("x")
+    (tmp_path / "BAD").write_bytes(b"PK\x03\x04 truncated")
+    argv = [str(tmp_path / a) if a in ("FILE/sub", "BAD") else a for a in argv]
+    assert run(opqn_main, *argv, "--len", 12, "--num", 2, "--words", 64, "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
