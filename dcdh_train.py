@@ -20,7 +20,7 @@ from utils.engine import ensure_dir, log_path, seed_everything, silenced, tee_st
 from utils.names import HASHING_ARCHS
 from utils.retrieval import evaluate_hashing
 from utils.run_setup import build_hashing_data, handled_errors, recipe_for
-from utils.trainer import Schedule, fit, last_path_for, resume_from
+from utils.trainer import Schedule, fit, last_path_for, prepare, resume_from
 
 
 def get_args_parser():
@@ -89,15 +89,8 @@ def train(args, dist_info: DistInfo, device):
         raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
     criterion = DualClasswiseLoss(data.num_classes, args.len, args.inner_param, args.sigma)
     objective = DCDHObjective(net, criterion, args.eta).to(device)
-    if args.channels_last:
-        net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, objective, args.lr)
-    if args.compile:
-        net.compile()  # in place: state_dict keys stay those of the official layout
-    trained = objective
-    if dist_info.enabled:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None)
+    trained = prepare(objective, net, device, dist_info, args.compile, args.channels_last)
     progress = not args.no_progress and dist_info.is_main
 
     def model_state():

@@ -27,7 +27,7 @@ from utils.engine import encode, ensure_dir, log_path, seed_everything, silenced
 from utils.opqn_checkpoint import load_opqn, opqn_state
 from utils.pq import evaluate_pq, quantization_index
 from utils.run_setup import build_run_data, handled_errors
-from utils.trainer import Schedule, fit, last_path_for, resume_from
+from utils.trainer import Schedule, fit, last_path_for, prepare, resume_from
 
 # Epochs for the built-in data: enough for high mAP in a few CPU minutes.
 SYNTHETIC_EPOCHS = 7
@@ -176,16 +176,9 @@ def train(args, dist_info: DistInfo, device):
         seed_everything(args.seed, args.deterministic)
         net, head = build_model(config, data.num_classes, args.margin, device)
         objective = OPQNObjective(net, head, args.miu)
-        if args.channels_last:
-            net.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(objective.parameters(), lr=args.lr, momentum=0.9,
                                     weight_decay=5e-4)
-        if args.compile:
-            net.compile()  # in place: state_dict keys stay those of the official layout
-        trained = objective
-        if dist_info.enabled:
-            trained = torch.nn.parallel.DistributedDataParallel(
-                objective, device_ids=[device.index] if device.type == "cuda" else None)
+        trained = prepare(objective, net, device, dist_info, args.compile, args.channels_last)
 
         def model_state(net=net, head=head):
             # the official layout, plus the class proxies needed to resume training

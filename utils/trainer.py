@@ -124,6 +124,22 @@ def amp_dtype(device: torch.device, enabled: bool):
     return torch.bfloat16
 
 
+def prepare(objective: torch.nn.Module, net: torch.nn.Module, device: torch.device,
+            dist_info: DistInfo, compile: bool = False, channels_last: bool = False):
+    """The module ``fit`` trains: ``objective`` (holding ``net``) after the
+    channels-last conversion, in-place compilation of ``net`` (state_dict keys
+    stay those of the official layout), and the DistributedDataParallel
+    wrapper under torchrun."""
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    if compile:
+        net.compile()
+    if not dist_info.enabled:
+        return objective
+    return torch.nn.parallel.DistributedDataParallel(
+        objective, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 # -- the loop ---------------------------------------------------------------------------
 
 def fit(objective: torch.nn.Module, optimizer, train_loader, device: torch.device,
