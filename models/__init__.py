@@ -1,5 +1,6 @@
 """Networks and learnable heads, one file per family."""
 
+from .dcdh import DualClasswiseLoss
 from .dfhnet import DFHNet
 from .opqn import OrthoPQ, ResNet20PQ, build_codebooks, opqn_loss, resnet20_pq
 from .resnet import ResNetHashing
