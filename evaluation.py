@@ -80,12 +80,13 @@ def evaluate_checkpoint(args):
                                   resolve_checkpoint, strip_prefix)
     from utils.cli import resolve_device
     from utils.codes_io import save_codes
-    from utils.run_setup import build_hashing_data
+    from utils.run_setup import build_hashing_data, inherit_synthetic_size
     from utils.retrieval import evaluate_hashing
 
     device = resolve_device(args.device)
     path = resolve_checkpoint(args.load, args.checkpoint_dir)
     ckpt = load_checkpoint(path)
+    inherit_synthetic_size(args, ckpt)
     if args.arch is None and isinstance(ckpt.get("backbone"), dict):
         args.arch = guess_hashing_arch(strip_prefix(ckpt["backbone"]))
     data = build_hashing_data(args, device, train=False)

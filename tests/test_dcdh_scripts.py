@@ -136,6 +136,12 @@ def test_train_writes_official_layout_and_evaluates(tmp_path, capsys):
                     "--json", out2, "--save-codes", codes) == 0
     evaluated = json.loads(out2.read_text())
     assert evaluated["mAP"] == pytest.approx(trained["mAP"], abs=1e-12)
+    # without the size flags the built-in data's size comes from the checkpoint
+    out3 = tmp_path / "e3.json"
+    assert eval_cli("--dataset", "synthetic", "--no-progress", "--load", "t.tar", "--len", 12,
+                    "--checkpoint-dir", ckdir, "--json", out3) == 0
+    assert json.loads(out3.read_text())["num_database"] == 24
+    assert json.loads(out3.read_text())["mAP"] == pytest.approx(trained["mAP"], abs=1e-12)
     z = np.load(codes)
     assert z["db_codes"].shape == (24, 12) and z["query_codes"].shape == (8, 12)
     assert set(np.unique(z["db_codes"])) <= {-1, 1}

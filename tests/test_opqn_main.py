@@ -128,6 +128,11 @@ def test_train_two_models_then_evaluate(tmp_path, capsys):
     assert cli(*TINY, "-e", "--load", "a.tar", "b.tar", "--len", 12, 24, "--num", 2, 4,
                "--words", 64, "--checkpoint-dir", ck, "--json", evaluated, "--save-codes", *codes) == 0
     again = json.loads(evaluated.read_text())
+    # the built-in data's size comes from the checkpoint when not given
+    plain = tmp_path / "plain.json"
+    assert cli("--dataset", "synthetic", "--no-progress", "-e", "--load", "b.tar", "--len", 24,
+               "--num", 4, "--words", 64, "--checkpoint-dir", ck, "--json", plain) == 0
+    assert json.loads(plain.read_text())["mAP"] == pytest.approx(again[1]["mAP"], abs=1e-9)
     for a, b in zip(trained, again):
         assert a["mAP"] == pytest.approx(b["mAP"], abs=1e-9)
     z = np.load(codes[1])

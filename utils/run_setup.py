@@ -35,6 +35,18 @@ def _synthetic_kwargs(args) -> dict:
     return out
 
 
+def inherit_synthetic_size(args, checkpoint: dict) -> None:
+    """Evaluating a checkpoint trained on the built-in data: unless given, use
+    the data size recorded in it, so the database and queries are the ones it
+    was trained and evaluated with."""
+    saved = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
+    if args.dataset != "synthetic" or saved.get("dataset") != "synthetic":
+        return
+    for flag in ("synthetic_ids", "synthetic_train", "synthetic_test"):
+        if getattr(args, flag, None) is None and saved.get(flag) is not None:
+            setattr(args, flag, saved[flag])
+
+
 def handled_errors():
     """Exceptions a user can cause; the scripts report them in one line, exit 2."""
     from utils.trainer import TrainingError
