@@ -233,17 +233,15 @@ def evaluate_checkpoints(args, device):
     for out in args.save_codes or []:
         check_writable_file(out, "--save-codes")
     model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
-    checkpoints = []
-    for name in args.load:
-        path = resolve_checkpoint(name, args.checkpoint_dir)
-        checkpoints.append((path, load_checkpoint(path)))
-    inherit_synthetic_size(args, checkpoints[0][1])
+    paths = [resolve_checkpoint(name, args.checkpoint_dir) for name in args.load]
+    if args.dataset == "synthetic":
+        inherit_synthetic_size(args, load_checkpoint(paths[0]))
     data = build_run_data(args, device, train=False, cross_dataset=args.cross_dataset)
     configs = model_configs(args, data.img_size)
     results = []
-    for i, ((path, ckpt), config) in enumerate(zip(checkpoints, configs)):
+    for i, (path, config) in enumerate(zip(paths, configs)):
         net = resnet20_pq(20, config.feature_dim, 512, config.size)
-        mlp = load_opqn(net, ckpt, config.num_books, config.num_words, path)
+        mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
         result, (db_f, q_f, db_l, q_l) = evaluate_model(net.to(device), mlp, data, device, args,
                                                         not args.no_progress)
         result.update(checkpoint=str(path), num=config.num_books, words=config.num_words)

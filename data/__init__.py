@@ -83,6 +83,19 @@ def build_datasets(
     of a classifier head), ``img_size``, ``root`` (None for synthetic) and
     ``format`` ('ddh', 'folder' or 'synthetic').
     """
+    # image folders need torchvision: imported only when used, so that reading
+    # stored codes never pays for it
+    from data.folders import DEFAULT_IMG_SIZE, FOLDER_DATASETS, find_folder_root
+
+    if cross_dataset:
+        if dataset not in FOLDER_DATASETS and dataset != "folder":
+            raise DatasetError(f"cross-dataset evaluation needs an image-folder dataset "
+                               f"with {' and '.join(s + '/' for s in CROSS_SPLITS)}, not {dataset}")
+        root = find_folder_root(dataset, data_root, CROSS_SPLITS)
+        size = DEFAULT_IMG_SIZE if img_size is None else img_size
+        train_set, test_set = _folder_splits(root, size, False, skip_bad_images, splits=CROSS_SPLITS)
+        return train_set, test_set, _info(train_set.num_classes, size, root, "folder")
+
     if dataset in DDH_DATASETS:
         root = find_ddh_root(dataset, data_root)
         if _holds_identity_folders(os.path.join(root, "train")):
@@ -101,19 +114,6 @@ def build_datasets(
         train_set = DDHFaces(root, "train")
         test_set = DDHFaces(root, "test")
         return train_set, test_set, _info(train_set.num_classes, DDH_IMG_SIZE, root, "ddh")
-
-    # image folders need torchvision: imported only when used, so that reading
-    # stored codes never pays for it
-    from data.folders import DEFAULT_IMG_SIZE, FOLDER_DATASETS, find_folder_root
-
-    if cross_dataset:
-        if dataset not in FOLDER_DATASETS and dataset != "folder":
-            raise DatasetError(f"cross-dataset evaluation needs an image-folder dataset "
-                               f"with {' and '.join(s + '/' for s in CROSS_SPLITS)}, not {dataset}")
-        root = find_folder_root(dataset, data_root, CROSS_SPLITS)
-        size = DEFAULT_IMG_SIZE if img_size is None else img_size
-        train_set, test_set = _folder_splits(root, size, False, skip_bad_images, splits=CROSS_SPLITS)
-        return train_set, test_set, _info(train_set.num_classes, size, root, "folder")
 
     if dataset in FOLDER_DATASETS or dataset == "folder":
         root = find_folder_root(dataset, data_root)

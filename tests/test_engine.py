@@ -240,7 +240,9 @@ def test_pretrained_file_problems_are_one_line(tmp_path, capsys):
     (["--dataset", "cfw", "--save", "m.tar"], "error: CFW-60K not found"),
     ([*TINY, "--save", "m.tar", "--checkpoint-dir", "FILE/sub"], "error: cannot create --checkpoint-dir"),
     ([*TINY, "-e", "--load", "BAD"], "is not a readable checkpoint"),
-    ([*TINY, "-e", "-c", "--load", "BAD"], "cross-dataset evaluation needs an image-folder dataset"),
+    (["--dataset", "facescrub", "-e", "-c", "--load", "BAD"],
+     "cross-dataset evaluation needs an image-folder dataset with cross_train/ and cross_test/, "
+     "not facescrub"),
 ])
 def test_opqn_bad_input(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
