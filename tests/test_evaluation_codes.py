@@ -95,6 +95,14 @@ def test_missing_and_corrupt_files(tmp_path, capsys):
     assert capsys.readouterr().err == "error: give either --codes FILE.npz or --load CHECKPOINT.tar\n"
 
 
+def test_unavailable_device(tmp_path, capsys):
+    assert cli("--codes", codes_file(tmp_path), "--device", "cuda:99") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda:99 requested but ") and err.count("\n") == 1
+    assert cli("--codes", codes_file(tmp_path), "--device", "tpu") == 2
+    assert capsys.readouterr().err.startswith("error: unknown --device 'tpu'")
+
+
 def test_command_line_process(tmp_path):
     """The real process: exit status 2 and a single line, no traceback."""
     bad = tmp_path / "bad.npz"

@@ -98,6 +98,9 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name} requested but only {torch.cuda.device_count()} "
+                         f"CUDA device(s) exist")
     return device
 
 
