@@ -21,7 +21,7 @@ from models.opqn import OPQNObjective
 from utils.checkpoint import load_checkpoint, resolve_checkpoint
 from utils.cli import (UsageError, add_data_args, add_engine_args, check_writable_file,
                        format_metrics, resolve_device, write_json)
-from utils.codes_io import load_npz
+from utils.codes_io import load_npz, save_npz
 from utils.distributed import DistInfo, cleanup, init_distributed
 from utils.engine import encode, ensure_dir, log_path, seed_everything, silenced, tee_stdout
 from utils.opqn_checkpoint import load_opqn, opqn_state
@@ -254,17 +254,9 @@ def evaluate_checkpoints(args, device):
 
 def save_features(path, db_features, query_features, db_labels, query_labels, mlp):
     """The stored-features format (as the fixtures' pqret files): db_index is [M, N]."""
-    import io
-
-    import numpy as np
-
-    from utils.cli import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, db_features=db_features.numpy(), query_features=query_features.numpy(),
-             db_labels=db_labels.numpy(), query_labels=query_labels.numpy(),
-             mlp=mlp.numpy(), db_index=quantization_index(db_features, mlp).T.numpy())
-    atomic_write_bytes(path, buf.getvalue())
+    save_npz(path, db_features=db_features.numpy(), query_features=query_features.numpy(),
+             db_labels=db_labels.numpy(), query_labels=query_labels.numpy(), mlp=mlp.numpy(),
+             db_index=quantization_index(db_features, mlp).T.numpy())
 
 
 def evaluate_features(args):

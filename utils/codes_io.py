@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from utils.cli import UsageError, atomic_write_bytes
+from utils.cli import UsageError, atomic_open
 
 CODE_ARRAYS = ("db_codes", "query_codes", "db_labels", "query_labels")
 
@@ -32,15 +31,15 @@ def load_npz(path, required=CODE_ARRAYS) -> dict:
         raise UsageError(f"cannot read {path} as an .npz file: {exc}") from exc
 
 
-def save_codes(path, db_codes, query_codes, db_labels, query_labels, **extra) -> None:
-    """Write codes as int8 ±1 with their labels, atomically."""
-    arrays = {
-        "db_codes": np.where(np.asarray(db_codes) > 0, 1, -1).astype(np.int8),
-        "query_codes": np.where(np.asarray(query_codes) > 0, 1, -1).astype(np.int8),
-        "db_labels": np.asarray(db_labels),
-        "query_labels": np.asarray(query_labels),
-    }
-    arrays.update({k: np.asarray(v) for k, v in extra.items()})
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+def save_npz(path, **arrays) -> None:
+    """np.savez through a temporary file renamed over ``path`` (never a partial file)."""
+    with atomic_open(path) as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def save_codes(path, db_codes, query_codes, db_labels, query_labels) -> None:
+    """Write codes as int8 ±1 with their labels."""
+    save_npz(path,
+             db_codes=np.where(np.asarray(db_codes) > 0, 1, -1).astype(np.int8),
+             query_codes=np.where(np.asarray(query_codes) > 0, 1, -1).astype(np.int8),
+             db_labels=db_labels, query_labels=query_labels)

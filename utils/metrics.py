@@ -471,7 +471,7 @@ def evaluate_codes(query_codes, db_codes, query_labels, db_labels, radius: int =
     stats = hamming_ranking_stats(query_codes, db_codes, query_labels, db_labels,
                                   positions=_all_positions(n_db, topk, curve_positions),
                                   map_at=map_at, device=device, backend=backend)
-    bits = to_bits(query_codes[:1], name="query codes").shape[1]
+    bits = stats.hist_all.shape[1] - 1  # distances run 0..L
     return summarize(stats, bits=bits, radius=radius, topk=topk, curve_positions=curve_positions,
                      map_at=map_at, skip_no_relevant=skip_no_relevant)
 
