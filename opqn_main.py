@@ -9,79 +9,61 @@ Built-in data:    python opqn_main.py --dataset synthetic --save pq.tar --len 24
 Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --save v.tar --len 48 --num-books 8 --words 64
 """
 
-import argparse
-import math
 import sys
-from dataclasses import dataclass
 
-import torch
+from torch.optim.lr_scheduler import StepLR
 
-from models import OrthoPQ, resnet20_pq
-from models.opqn import OPQNObjective
-from utils.checkpoint import load_checkpoint, resolve_checkpoint
-from utils.cli import (UsageError, add_data_args, add_engine_args, check_writable_file,
-                       format_metrics, resolve_device, write_json)
-from utils.codes_io import load_npz, save_npz
-from utils.distributed import DistInfo, cleanup, init_distributed
-from utils.engine import encode, ensure_dir, log_path, seed_everything, silenced, tee_stdout
-from utils.opqn_checkpoint import load_opqn, opqn_state
-from utils.pq import evaluate_pq, quantization_index
-from utils.run_setup import build_run_data, handled_errors, inherit_synthetic_size
-from utils.trainer import Schedule, fit, last_path_for, prepare, resume_from
-
-# Epochs for the built-in data: enough for high mAP in a few CPU minutes.
-SYNTHETIC_EPOCHS = 7
-# The official top-k: 5 for the 32x32 datasets, 10 for VGGFace2; we add 1 and 50.
-DEFAULT_TOPK = (1, 5, 10, 50)
+from data import DataRequest, build_splits, dataset_names, make_loaders
+from methods.opqn import OPQN, PQConfig
+from methods.recipes.opqn import SMALL_IMAGES, input_size, recipe_for
+from utils.cli import (ArgumentParser, UsageError, add_data_args, add_engine_args,
+                       add_metric_args, check_writable_file, data_kwargs, ensure_dir,
+                       format_metrics, non_negative_float, positive_float, positive_int,
+                       run_script, write_json)
+from utils.cli.device import resolve_device
+from utils.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from utils.engine.distributed import cleanup, init_distributed
+from utils.engine.logs import log_path, logging_to
+from utils.engine.loop import FitConfig
+from utils.engine.rng import seed_everything
+from utils.engine.run import check_run_files, load_resume, train_and_report
+from utils.retrieval.codes_io import load_npz, save_npz
+from utils.retrieval.options import MetricOptions
+from utils.retrieval.pq import evaluate_pq, quantization_index
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     # the official flags and defaults
-    p.add_argument("--lr", type=float, default=0.1, help="learning rate")
+    p.add_argument("--lr", type=positive_float, default=SMALL_IMAGES.lr, help="learning rate")
     p.add_argument("-e", "--evaluate", action="store_true", help="evaluate instead of training")
     p.add_argument("-c", "--cross-dataset", action="store_true",
-                   help="cross-dataset protocol: 112x112 network, cross_train/ and cross_test/ for evaluation")
-    p.add_argument("--bs", type=int, default=256, help="batch size")
+                   help="cross-dataset protocol: 112x112 network, cross_train/ and cross_test/ "
+                        "for evaluation")
+    p.add_argument("--bs", type=positive_int, default=SMALL_IMAGES.batch, help="batch size")
     p.add_argument("--save", nargs="+", help="checkpoint name(s) to write, one per model")
     p.add_argument("--load", nargs="+", help="checkpoint(s) to evaluate, one per model")
-    p.add_argument("--len", type=int, nargs="+", help="code length(s) in bits, one per model")
+    p.add_argument("--len", type=positive_int, nargs="+", help="code length(s) in bits, one per model")
     # --num-books: the same flag under torchrun, whose own parser takes --num as an
     # abbreviation of its --numa-binding
-    p.add_argument("--num", "--num-books", dest="num", type=int, nargs="+",
+    p.add_argument("--num", "--num-books", dest="num", type=positive_int, nargs="+",
                    help="number of codebooks, one per model")
-    p.add_argument("--words", type=int, nargs="+", default=[256], help="codewords per codebook")
-    p.add_argument("--margin", type=float, default=0.5, help="additive angular margin")
-    p.add_argument("--miu", type=float, default=0.1, help="weight of the assignment entropy")
+    p.add_argument("--words", type=positive_int, nargs="+", default=[256],
+                   help="codewords per codebook")
+    p.add_argument("--margin", type=non_negative_float, default=0.5, help="additive angular margin")
+    p.add_argument("--miu", type=non_negative_float, default=0.1,
+                   help="weight of the assignment entropy")
     # added here
-    add_data_args(p)
-    p.add_argument("--scale", type=float, help="logit scale (default 20 for 32x32 data, 40 for 112x112 and -c)")
+    add_data_args(p, dataset_names("faces"), "facescrub")
+    p.add_argument("--scale", type=positive_float,
+                   help="logit scale (default 20 for 32x32 data, 40 for 112x112 and -c)")
     p.add_argument("--features", nargs="+", metavar="FILE.npz",
                    help="with -e: evaluate stored features instead of a checkpoint")
     p.add_argument("--save-codes", nargs="+", metavar="OUT.npz",
                    help="with -e: store features, database index, mlp and labels, one file per model")
-    p.add_argument("--topk", type=int, nargs="+", default=list(DEFAULT_TOPK))
-    p.add_argument("--curve", type=int, nargs="+", help="ranking positions of the precision curve")
-    p.add_argument("--map-at", type=int, nargs="+", default=[], help="also report mAP@k")
-    p.add_argument("--skip-no-relevant", action="store_true",
-                   help="leave queries without a relevant item out of the means")
-    add_engine_args(p, eval_every=5)  # --epochs: 200 for 32x32 data, 160 for 112x112, 7 synthetic
+    add_metric_args(p, SMALL_IMAGES.topk, radius=False)
+    add_engine_args(p)  # --epochs: 200 for 32x32 data, 160 for 112x112, 7 synthetic
     return p
-
-
-@dataclass(frozen=True)
-class PQConfig:
-    """One model of the call: code length, books, words and the derived shapes."""
-    bits: int
-    num_books: int
-    num_words: int
-    feature_dim: int
-    size: int  # side of the last feature map: 4 for 32x32 input, 7 for 112x112
-    scale: float
-
-    def describe(self) -> str:
-        return (f"{self.bits} bits = {self.num_books} books x {self.num_words} words, "
-                f"{self.feature_dim}-d features")
 
 
 def _per_model(values, name, count):
@@ -96,128 +78,66 @@ def _per_model(values, name, count):
 
 
 def model_configs(args, img_size: int) -> list:
-    """The official rules: len = num * log2(words); feature_dim 512 for 32x32 data
-    (516 for 36 bits), num * words for 112x112 data and cross-dataset runs."""
+    """One PQConfig per model of the call (the published rules, checked)."""
     if not args.len:
-        raise UsageError("--len is required: the code length of each model, e.g. --len 24 --num 4 --words 64")
+        raise UsageError("--len is required: the code length of each model, "
+                         "e.g. --len 24 --num 4 --words 64")
     count = len(args.len)
     nums, words = _per_model(args.num, "num", count), _per_model(args.words, "words", count)
-    if img_size not in (32, 112):
-        raise UsageError(f"resnet20_pq takes 32x32 or 112x112 images, not {img_size}x{img_size}")
-    size = 7 if img_size == 112 else 4
-    configs = []
-    for bits, m, k in zip(args.len, nums, words):
-        if m <= 0 or k < 2 or k & (k - 1):
-            raise UsageError(f"--num must be positive and --words a power of two, got {m} and {k}")
-        if m * int(math.log2(k)) != bits:
-            raise UsageError(f"--len {bits} does not match --num {m} --words {k}: "
-                             f"{m} x log2({k}) = {m * int(math.log2(k))} bits")
-        feature_dim = m * k if size == 7 or args.cross_dataset else (516 if bits == 36 else 512)
-        if feature_dim % m:
-            raise UsageError(f"{feature_dim}-d features do not split into {m} books; choose another --num")
-        if k > feature_dim // m:
-            raise UsageError(f"--words {k} exceeds the codeword length {feature_dim // m} "
-                             f"({feature_dim}-d features / {m} books): use fewer words or more books")
-        scale = args.scale or (40.0 if size == 7 or args.cross_dataset else 20.0)
-        configs.append(PQConfig(bits, m, k, feature_dim, size, scale))
-    return configs
+    return [PQConfig.make(bits, m, k, img_size, args.cross_dataset, args.scale)
+            for bits, m, k in zip(args.len, nums, words)]
 
 
-def input_size(args) -> int:
-    """The image size a run will use, known before any data is read."""
-    if args.img_size:
-        return args.img_size
-    return 112 if args.cross_dataset or args.dataset in ("vggface2", "folder") else 32
+def metric_options(args) -> MetricOptions:
+    return MetricOptions.from_args(args, radius=None)
 
 
-def build_model(config: PQConfig, num_classes: int, margin: float, device):
-    net = resnet20_pq(20, config.feature_dim, 512, config.size).to(device)
-    head = OrthoPQ(config.feature_dim, config.num_books, config.num_words, num_classes,
-                   scale=config.scale, margin=margin).to(device)
-    return net, head
-
-
-def metric_kwargs(args):
-    return dict(topk=args.topk, curve_positions=args.curve, map_at=args.map_at,
-                skip_no_relevant=args.skip_no_relevant)
-
-
-def evaluate_model(net, mlp, data, device, args, progress=True):
-    """Encode database and queries, index the database, rank by the asymmetric score."""
-    db_features, db_labels = encode(net, data.db_loader, device, "encoding database", progress)
-    q_features, q_labels = encode(net, data.query_loader, device, "encoding queries", progress)
-    result = evaluate_pq(q_features, db_features, q_labels, db_labels, mlp.cpu(), **metric_kwargs(args))
-    return result, (db_features, q_features, db_labels, q_labels)
-
-
-def train(args, dist_info: DistInfo, device):
+def train(args, dist_info, device):
     if not args.save:
         raise UsageError("--save NAME.tar is required, one per model (or -e to evaluate)")
-    ckpt_dir = ensure_dir(args.checkpoint_dir, "--checkpoint-dir")
-    log_dir = ensure_dir(args.log_dir, "--log-dir")
     if len(args.save) != len(args.len or []):
-        raise UsageError(f"--save names {len(args.save)} file(s) for {len(args.len or [])} model(s) "
-                         f"(--len); give one name per model")
+        raise UsageError(f"--save names {len(args.save)} file(s) for {len(args.len or [])} "
+                         f"model(s) (--len); give one name per model")
     if args.resume and args.resume != "auto" and len(args.save) > 1:
         raise UsageError("--resume PATH takes one model; with several use --resume auto")
-    paths = [check_writable_file(ckpt_dir / name, "--save") for name in args.save]
-    for path in paths:
-        check_writable_file(last_path_for(path), "--save")
-    configs = model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
-    data = build_run_data(args, device, train=True, dist_info=dist_info)
-    configs = model_configs(args, data.img_size)
-    large = data.img_size == 112
-    epochs = args.epochs or (SYNTHETIC_EPOCHS if args.dataset == "synthetic" else 160 if large else 200)
-    schedule = Schedule(epochs, args.lr, 20 if large else 35, 0.5, args.eval_every)
-    progress = not args.no_progress and dist_info.is_main
+    # bad --len/--num/--words and unwritable files fail before any data is read
+    model_configs(args, input_size(args.dataset, args.img_size, args.cross_dataset))
+    files = [check_run_files(args, name) for name in args.save]
+    log_dir = ensure_dir(args.log_dir, "--log-dir")
+    if args.json:
+        check_writable_file(args.json, "--json")
+    splits = build_splits(args.dataset, DataRequest(**data_kwargs(args), preset="opqn"))
+    configs = model_configs(args, splits.img_size)
+    recipe = recipe_for(args.dataset, splits.img_size)
+    loaders = make_loaders(splits, args.bs, device, args.seed, args.workers,
+                           rank=dist_info.rank, world_size=dist_info.world_size)
+    epochs = args.epochs or recipe.epochs
+    eval_every = recipe.eval_every if args.eval_every is None else args.eval_every
     results = []
-    for config, path in zip(configs, paths):
-        resume = resume_from(args.resume, path, args.checkpoint_dir)
+    for config, run_files in zip(configs, files):
+        resume = load_resume(args, run_files)
         seed_everything(args.seed, args.deterministic)
-        net, head = build_model(config, data.num_classes, args.margin, device)
-        objective = OPQNObjective(net, head, args.miu)
-        optimizer = torch.optim.SGD(objective.parameters(), lr=args.lr, momentum=0.9,
-                                    weight_decay=5e-4)
-        trained = prepare(objective, net, device, dist_info, args.compile, args.channels_last)
-
-        def model_state(net=net, head=head):
-            # the official layout, plus the class proxies needed to resume training
-            return {**opqn_state(net, head.mlp), "head": head.state_dict()}
-
-        def load_model_state(ckpt, net=net, head=head, config=config, path=path):
-            load_opqn(net, ckpt, config.num_books, config.num_words, path)
-            head.load_state_dict(ckpt["head"])
-
-        def evaluate(net=net, head=head):
-            return evaluate_model(net, head.mlp.detach(), data, device, args, progress)[0]
-
+        method = OPQN(config, splits.num_classes, args.margin, args.miu).to(device)
+        optimizer = method.optimizer(recipe, args.lr)
+        scheduler = StepLR(optimizer, recipe.lr_step, recipe.lr_gamma)
+        fit_config = FitConfig(epochs, device, run_files.best, run_files.last,
+                               eval_every=eval_every, metrics=metric_options(args), amp=args.amp,
+                               compile=args.compile, channels_last=args.channels_last,
+                               dist=dist_info, progress=not args.no_progress and dist_info.is_main,
+                               desc=f"{config.bits} bits, ", extra_state={"args": vars(args)})
         log_file = log_path(log_dir, config.bits, args.dataset)
-        with (tee_stdout(log_file) if dist_info.is_main else silenced()):
-            print(f"[Configuration] dataset {args.dataset} ({data.describe()}), {config.describe()}, "
-                  f"scale {config.scale}, margin {args.margin}, miu {args.miu}, batch {args.bs}, "
-                  f"lr {args.lr} x0.5 every {schedule.lr_step} epochs, {epochs} epochs, "
-                  f"device {device}, {dist_info.world_size} process(es), seed {args.seed}")
-            print(f"Arguments: {vars(args)}")
-            result = fit(trained, optimizer, data.train_loader, device, schedule, path,
-                         model_state=model_state, load_model_state=load_model_state,
-                         evaluate=evaluate, resume=resume, dist_info=dist_info, amp=args.amp,
-                         channels_last=args.channels_last, progress=progress,
-                         desc=f"{config.bits} bits, ",
-                         extra_state={"args": vars(args), "config": {
-                             "len": config.bits, "num": config.num_books, "words": config.num_words,
-                             "feature_dim": config.feature_dim, "size": config.size,
-                             "scale": config.scale}})
-            if not dist_info.is_main:
+        with logging_to(log_file, enabled=dist_info.is_main) as log:
+            log.info(f"[Configuration] dataset {args.dataset} ({splits.describe()}), "
+                     f"{config.describe()}, scale {config.scale}, margin {args.margin}, "
+                     f"miu {args.miu}, batch {args.bs}, lr {args.lr}, {recipe.describe()}, "
+                     f"{epochs} epochs, device {device}, {dist_info.world_size} process(es), "
+                     f"seed {args.seed}")
+            log.info(f"Arguments: {vars(args)}")
+            final = train_and_report(method, optimizer, scheduler, loaders, fit_config, resume)
+            if final is None:
                 continue
-            print(f"Training completed: best loss {result.best_loss:.4f} at epoch "
-                  f"{result.best_epoch}; model saved as {path}")
-            mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
-            final, _ = evaluate_model(net, mlp, data, device, args, progress)
-            final.update(checkpoint=str(path), best_epoch=result.best_epoch,
-                         best_loss=result.best_loss, epochs_run=result.epochs_run,
-                         num=config.num_books, words=config.num_words)
-            print(format_metrics(final, f"{path} (best loss, epoch {result.best_epoch})"))
-            print(f"log written to {log_file}")
+            final.update(num=config.num_books, words=config.num_words)
+            log.info(f"log written to {log_file}")
         results.append(final)
     return results
 
@@ -232,35 +152,40 @@ def evaluate_checkpoints(args, device):
         raise UsageError("--save-codes needs one file per model")
     for out in args.save_codes or []:
         check_writable_file(out, "--save-codes")
-    model_configs(args, input_size(args))  # bad --len/--num/--words fail before any data
+    model_configs(args, input_size(args.dataset, args.img_size, args.cross_dataset))
     paths = [resolve_checkpoint(name, args.checkpoint_dir) for name in args.load]
-    if args.dataset == "synthetic":
-        inherit_synthetic_size(args, load_checkpoint(paths[0]))
-    data = build_run_data(args, device, train=False, cross_dataset=args.cross_dataset)
-    configs = model_configs(args, data.img_size)
+    first = load_checkpoint(paths[0]) if args.dataset == "synthetic" else None
+    request = DataRequest(**data_kwargs(args, first), preset="opqn", augment=False,
+                          cross_dataset=args.cross_dataset)
+    splits = build_splits(args.dataset, request)
+    loaders = make_loaders(splits, args.bs, device, workers=args.workers, train=False)
     results = []
-    for i, (path, config) in enumerate(zip(paths, configs)):
-        net = resnet20_pq(20, config.feature_dim, 512, config.size)
-        mlp = load_opqn(net, load_checkpoint(path), config.num_books, config.num_words, path)
-        result, (db_f, q_f, db_l, q_l) = evaluate_model(net.to(device), mlp, data, device, args,
-                                                        not args.no_progress)
+    for i, (path, config) in enumerate(zip(paths, model_configs(args, splits.img_size))):
+        method = OPQN(config, splits.num_classes).to(device)
+        method.load_official_state(load_checkpoint(path), path)
+        result, queries, database = method.evaluate(loaders.database, loaders.queries, device,
+                                                    metric_options(args), not args.no_progress)
         result.update(checkpoint=str(path), num=config.num_books, words=config.num_words)
-        print(format_metrics(result, f"{path} on {args.dataset}{' (cross-dataset)' if args.cross_dataset else ''}"))
+        where = f"{path} on {args.dataset}{' (cross-dataset)' if args.cross_dataset else ''}"
+        print(format_metrics(result, where))
         if args.save_codes:
-            save_features(args.save_codes[i], db_f, q_f, db_l, q_l, mlp)
+            save_features(args.save_codes[i], database, queries, method.head.mlp.detach())
         results.append(result)
     return results
 
 
-def save_features(path, db_features, query_features, db_labels, query_labels, mlp):
+def save_features(path, database, queries, mlp):
     """The stored-features format (as the fixtures' pqret files): db_index is [M, N]."""
-    save_npz(path, db_features=db_features.numpy(), query_features=query_features.numpy(),
-             db_labels=db_labels.numpy(), query_labels=query_labels.numpy(), mlp=mlp.numpy(),
-             db_index=quantization_index(db_features, mlp).T.numpy())
+    db = database.values.cpu()
+    mlp = mlp.cpu()
+    save_npz(path, db_features=db.numpy(), query_features=queries.values.cpu().numpy(),
+             db_labels=database.labels.cpu().numpy(), query_labels=queries.labels.cpu().numpy(),
+             mlp=mlp.numpy(), db_index=quantization_index(db, mlp).T.numpy())
 
 
 def evaluate_features(args):
     results = []
+    options = metric_options(args)
     for path in args.features:
         z = load_npz(path, required=("query_features", "query_labels", "db_labels", "mlp"))
         if "db_features" in z:
@@ -270,8 +195,8 @@ def evaluate_features(args):
         else:
             raise UsageError(f"{path} lacks array db_features (or db_index)")
         try:
-            result = evaluate_pq(z["query_features"], db, z["query_labels"], z["db_labels"], z["mlp"],
-                                 **metric_kwargs(args))
+            result = evaluate_pq(z["query_features"], db, z["query_labels"], z["db_labels"],
+                                 z["mlp"], **options.ranking_kwargs())
         except ValueError as exc:
             raise UsageError(f"{path}: {exc}") from exc
         print(format_metrics(result, f"features {path}"))
@@ -280,8 +205,6 @@ def evaluate_features(args):
 
 
 def main(args):
-    if args.bs <= 0:
-        raise UsageError(f"--bs must be positive, got {args.bs}")
     if args.json:
         check_writable_file(args.json, "--json")
     if args.features:
@@ -304,5 +227,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    from utils.cli import run_script
-    sys.exit(run_script(main, get_args_parser().parse_args(), handled=handled_errors()))
+    sys.exit(run_script(main, get_args_parser().parse_args()))

@@ -8,7 +8,7 @@ synthetic stored codes and times, on the same codes:
   an inner product, a full stable sort, AP from the sorted relevance).  It
   computes mAP only.  At large sizes it runs on a subset of the queries and
   its time is extrapolated linearly to all queries (said so in the output);
-* **ours**: ``utils.metrics.evaluate_codes`` computing every metric (mAP,
+* **ours**: ``utils.retrieval.metrics.evaluate_codes`` computing every metric (mAP,
   tie-aware mAP, precision@k, radius-2 precision/recall, precision/recall
   curve) with the numba back end, and the torch back end at the small size;
 * the **end-to-end** CLI on the largest size: ``python evaluation.py --codes
@@ -19,8 +19,8 @@ the library's per-query AP on the same subset (to 1e-6).
 
 Usage, from the repository root::
 
-    python bench/eval_speed.py
-    python bench/eval_speed.py --sizes 1000x10000 --skip-e2e --json /tmp/speed.json
+    python3 -m bench.eval_speed
+    python3 -m bench.eval_speed --sizes 1000x10000 --skip-e2e --json /tmp/speed.json
 
 Timings depend on the machine and on what else runs on it.  On a small
 machine the OpenMP thread pools of torch and of numba spin-wait for each other
@@ -40,11 +40,8 @@ import sys
 import tempfile
 import time
 
-# `python bench/eval_speed.py` puts bench/ (not the repository root) first on
-# sys.path; the root is needed to import the project's `utils` package.
+# run from the repository root as `python3 -m bench.eval_speed`
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 # as evaluation.py does: passive OpenMP waits, set before torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -52,7 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from utils import metrics  # noqa: E402
+from utils.retrieval import metrics  # noqa: E402
 
 # Subsets of at most this many query x database pairs run the baseline on
 # every query by default; larger problems time it on DEFAULT_BASELINE_SUBSET.
@@ -68,7 +65,7 @@ TARGET_SPEEDUP = 80.0
 
 def get_args_parser():
     parser = argparse.ArgumentParser(
-        description="Time utils.metrics.evaluate_codes against the naive official mAP loop.",
+        description="Time utils.retrieval.metrics.evaluate_codes against the naive official mAP loop.",
         add_help=True)
     parser.add_argument("--bits", type=int, default=48, help="code length (default 48)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=["1000x10000", "10000x200000"],
@@ -173,7 +170,7 @@ def peak_rss_mb(who=resource.RUSAGE_SELF):
 
 
 def numba_cache_present():
-    pattern = os.path.join(REPO_ROOT, "utils", "__pycache__", "_hamming_kernel.ranking_stats*.nbi")
+    pattern = os.path.join(REPO_ROOT, "utils", "retrieval", "__pycache__", "_hamming_kernel.ranking_stats*.nbi")
     return bool(glob.glob(pattern))
 
 

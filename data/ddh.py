@@ -49,13 +49,6 @@ DDH_DATASETS = {
     "youtube": ("YouTube Faces", "YouTube"),
 }
 
-# Identities in the published splits; informational, the reader does not
-# insist on them so that subsets and other DDH-style data load too.
-NUM_IDENTITIES = {"facescrub": 530, "youtube": 1595}
-
-
-
-
 def find_ddh_root(dataset: str, data_root: Optional[str] = None) -> str:
     """Folder holding ``train/`` and ``test/`` for ``dataset``.
 

@@ -1,9 +1,11 @@
 """The one exception the dataset readers raise for problems a user can fix."""
 
+from utils.errors import UserError
+
 _WORKER_MARKER = "DatasetError: "
 
 
-class DatasetError(Exception):
+class DatasetError(UserError):
     """A dataset is missing, unreadable, empty or malformed.
 
     The message is a single line naming what was expected where (and the fix),

@@ -8,23 +8,18 @@ numbers them) and are applied to every split, so the same folder name gets the
 same id in train and test even when test holds a subset of the identities; an
 identity only present in test gets a fresh id after all train ids.
 
-Transforms follow the official OPQN code at 112x112: Resize 120, then
-RandomCrop 112 and a horizontal flip for training or CenterCrop 112 for
-testing, then Normalize with mean 0.5 and std 0.5 per channel. For another
-output size S the resize is round(S * 120 / 112). OPQN converts the images to
-float tensors first and resizes those (on the GPU, a batch at a time, with no
-antialiasing); the transforms here do the same per image, so evaluation sees
-the same pixels as the official code. (Its random crop and flip are drawn once
-per batch; here they are drawn per image.)
+The transform of each split comes from the method's preset (data/transforms.py).
+With ``skip_bad_images`` every file is decoded once; the database view of the
+training split (``with_transform``) shares that scan instead of repeating it.
 """
 
+import copy
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
-from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -33,8 +28,6 @@ from data.layout import SPLITS, has_splits, one_line, splits_text
 
 DEFAULT_IMG_SIZE = 112
 PER_IDENTITY = "holding one folder of images per identity"
-FACE_MEAN = (0.5, 0.5, 0.5)
-FACE_STD = (0.5, 0.5, 0.5)
 
 # dataset key -> (name shown to users, default root, official roots): OPQN
 # reads ./data/vggface2; the DCDH scripts read ./vggface2 and ./vgg_face2.
@@ -43,37 +36,6 @@ FOLDER_DATASETS = {
     # CFW-60K as OPQN reads it: 32x32 face images, one folder per identity
     "cfw": ("CFW-60K", os.path.join("data", "cfw"), ()),
 }
-
-
-
-def resize_for(img_size: int) -> int:
-    """Shorter-side resize before cropping ``img_size``: round(S * 120 / 112).
-
-    Integer arithmetic rounds halves up, whatever the float rounding would do.
-    """
-    return (img_size * 240 + 112) // 224
-
-
-def folder_transforms(
-    img_size: int = DEFAULT_IMG_SIZE,
-    train: bool = False,
-    mean: Sequence[float] = FACE_MEAN,
-    std: Sequence[float] = FACE_STD,
-    resize: Optional[int] = None,
-) -> Callable:
-    """PIL image -> normalised float32 tensor [3, img_size, img_size]."""
-    steps = [
-        transforms.ToTensor(),
-        # Resizing the float tensor without antialiasing is what the official
-        # OPQN pipeline does (tensor Resize of its time had no antialiasing).
-        transforms.Resize(resize_for(img_size) if resize is None else resize, antialias=False),
-    ]
-    if train:
-        steps += [transforms.RandomCrop(img_size), transforms.RandomHorizontalFlip()]
-    else:
-        steps.append(transforms.CenterCrop(img_size))
-    steps.append(transforms.Normalize(mean, std))
-    return transforms.Compose(steps)
 
 
 
@@ -159,9 +121,8 @@ class ImageFolderSplit(ImageFolder):
     """One split of an image folder tree with identity ids shared across splits.
 
     ``root`` holds ``train/`` and ``test/`` (``reference_split`` names the
-    split whose folders fix the ids). Images go through
-    :func:`folder_transforms` (training augmentation if ``train_transform``)
-    unless ``transform`` is given. With ``skip_bad_images`` every file is
+    split whose folders fix the ids); ``transform`` maps a PIL image to a
+    tensor (a preset of data/transforms.py). With ``skip_bad_images`` every file is
     decoded once here and the unreadable ones are left out and listed in
     ``skipped_files`` (reasons in ``skip_reasons``); without it, reading a
     bad file raises :class:`DatasetError` naming it.
@@ -171,14 +132,10 @@ class ImageFolderSplit(ImageFolder):
         self,
         root: str,
         split: str,
-        img_size: int = DEFAULT_IMG_SIZE,
-        train_transform: bool = False,
-        skip_bad_images: bool = False,
         transform: Optional[Callable] = None,
+        img_size: int = DEFAULT_IMG_SIZE,
+        skip_bad_images: bool = False,
         reference_split: str = "train",
-        mean: Sequence[float] = FACE_MEAN,
-        std: Sequence[float] = FACE_STD,
-        resize: Optional[int] = None,
     ):
         split_dir = os.path.join(root, split)
         reference_dir = os.path.join(root, reference_split)
@@ -189,8 +146,6 @@ class ImageFolderSplit(ImageFolder):
                 )
         # Set before ImageFolder.__init__, which calls find_classes().
         self._class_to_idx, num_reference = self._shared_ids(reference_dir, split_dir)
-        if transform is None:
-            transform = folder_transforms(img_size, train_transform, mean, std, resize)
         hint = (
             "remove or replace the file"
             if skip_bad_images
@@ -228,6 +183,13 @@ class ImageFolderSplit(ImageFolder):
                     f"no readable images in {split_dir}/: "
                     f"all {len(bad)} image files failed to decode"
                 )
+
+    def with_transform(self, transform: Optional[Callable]) -> "ImageFolderSplit":
+        """The same items (same scan, same skipped files) through another transform:
+        the training split as the retrieval database."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
     @staticmethod
     def _shared_ids(reference_dir: str, split_dir: str) -> Tuple[Dict[str, int], int]:

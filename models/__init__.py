@@ -1,22 +1,21 @@
-"""Networks and learnable heads, one file per family."""
+"""Networks (one file per family) and each method's loss (``models/losses/``).
 
-from .dcdh import DualClasswiseLoss
+The official class and function names are importable from here, so code
+written against the published repositories imports unchanged:
+``DFHNet``, ``SphereNet_hashing``, ``resnet20_pq``, ``OrthoPQ``, ...
+Networks are built by name through the registry (``create_network``).
+"""
+
 from .dfhnet import DFHNet
-from .opqn import OrthoPQ, ResNet20PQ, build_codebooks, opqn_loss, resnet20_pq
+from .losses.dcdh import DualClasswiseLoss
+from .losses.opqn import OrthoPQ, build_codebooks, opqn_loss
+from .registry import create_network, network_names, network_spec, recognise_network
 from .resnet import ResNetHashing
+from .resnet20_pq import ResNet20PQ, resnet20_pq
 from .sphere import SphereNet_hashing, SphereNetHashing
 
-from utils.names import HASHING_ARCHS
-
-
-def build_hashing_net(arch, hash_bits, pretrained=None):
-    """Build a hashing backbone by name; `pretrained` (a local file) is for ResNets only."""
-    if arch.startswith("resnet"):
-        return ResNetHashing(arch, hash_bits, pretrained=pretrained)
-    if pretrained is not None:
-        raise ValueError(f"pretrained weights are only supported for resnet archs, not {arch!r}")
-    if arch == "dfhnet":
-        return DFHNet(hash_bits)
-    if arch in ("sphere20", "sphere64"):
-        return SphereNet_hashing(num_layers=int(arch[len("sphere"):]), hashing_bits=hash_bits)
-    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(HASHING_ARCHS)}")
+__all__ = [
+    "DFHNet", "DualClasswiseLoss", "OrthoPQ", "ResNet20PQ", "ResNetHashing", "SphereNetHashing",
+    "SphereNet_hashing", "build_codebooks", "create_network", "network_names", "network_spec",
+    "opqn_loss", "recognise_network", "resnet20_pq",
+]

@@ -19,6 +19,8 @@ their keys, order and shapes exactly. Do not rename or reorder them.
 import torch
 import torch.nn as nn
 
+from .registry import register_network
+
 FACE_FEATURES = 1024  # width of the face feature in front of the hashing layer
 
 
@@ -137,3 +139,12 @@ class DFHNet(nn.Module):
 
         face = self.face_features_layer(feats)
         return self.hash_layer(face)
+
+
+@register_network("dfhnet", family="hashing", input_sizes=(32,),
+                  recognise=lambda sd: "face_features_layer.0.weight" in sd,
+                  code_length_key="hash_layer.1.weight")
+def dfhnet(hash_bits, pretrained=None):
+    if pretrained is not None:
+        raise ValueError("pretrained weights are only supported for the resnet archs, not dfhnet")
+    return DFHNet(hash_bits)

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .registry import register_network
+
 ARCHS = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
@@ -61,3 +63,24 @@ class ResNetHashing(ResNet):
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
             )
         return self
+
+
+def _resnet_variant(state_dict: dict):
+    """resnet18/34/50 for a ResNetHashing state_dict, else None."""
+    if "conv1.weight" not in state_dict or "fc.1.weight" not in state_dict:
+        return None
+    if "layer1.0.conv3.weight" in state_dict:
+        return "resnet50"
+    blocks = {int(k.split(".")[1]) for k in state_dict if k.startswith("layer3.")}
+    return "resnet34" if len(blocks) == 6 else "resnet18"
+
+
+def _register_resnet(arch):
+    @register_network(arch, family="hashing", recognise=lambda sd: _resnet_variant(sd) == arch,
+                      code_length_key="fc.1.weight")
+    def build(hash_bits, pretrained=None):
+        return ResNetHashing(arch, hash_bits, pretrained=pretrained)
+    return build
+
+
+resnet18_hashing, resnet34_hashing, resnet50_hashing = (_register_resnet(a) for a in ARCHS)

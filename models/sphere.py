@@ -10,6 +10,8 @@ layer on top. The attribute names (`layer1`..`layer4`, `fc`, `bn`, `logits`,
 
 import torch.nn as nn
 
+from .registry import register_network
+
 # residual units per stage
 STAGE_UNITS = {20: [1, 2, 4, 1], 64: [3, 8, 16, 3]}
 STAGE_WIDTHS = [64, 128, 256, 512]
@@ -79,3 +81,27 @@ class SphereNetHashing(nn.Module):
 
 # the official class name, so code written against DCDH's model.py imports unchanged
 SphereNet_hashing = SphereNetHashing
+
+
+def _sphere_depth(state_dict: dict):
+    """20 or 64 for a SphereNet hashing state_dict, else None."""
+    if "bn_last.weight" not in state_dict or "layer1.0.weight" not in state_dict:
+        return None
+    units = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("layer3."))
+    return 64 if units - 3 == STAGE_UNITS[64][2] else 20
+
+
+def _register_sphere(depth):
+    @register_network(f"sphere{depth}", family="hashing", input_sizes=(112,),
+                      recognise=lambda sd: _sphere_depth(sd) == depth,
+                      code_length_key="bn_last.weight")
+    def build(hash_bits, pretrained=None):
+        if pretrained is not None:
+            raise ValueError(f"pretrained weights are only supported for the resnet archs, "
+                             f"not sphere{depth}")
+        return SphereNetHashing(num_layers=depth, hashing_bits=hash_bits)
+    return build
+
+
+sphere20 = _register_sphere(20)
+sphere64 = _register_sphere(64)

@@ -1,4 +1,4 @@
-"""Dataset readers: DDH pickles, image folder trees, build_datasets, errors.
+"""Dataset readers: DDH pickles, image folder trees, the registry, transform presets, errors.
 
 Everything is built in tmp_path: tiny pickled batches with known values and a
 few small PNG/JPEG files written with PIL.
@@ -16,15 +16,19 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from data import DATASETS, DatasetError, DDHFaces, build_datasets, find_ddh_root
+from data import DataRequest, DatasetError, DDHFaces, build_splits, dataset_names, find_ddh_root
 from data.ddh import ROW_LENGTH, load_ddh_split
-from data.folders import (
-    ImageFolderSplit,
-    find_bad_images,
-    find_folder_root,
-    folder_transforms,
-    resize_for,
-)
+from data.folders import ImageFolderSplit, find_bad_images, find_folder_root
+from data.transforms import folder_transform, resize_for
+
+
+def splits_of(name, preset="opqn", **request):
+    return build_splits(name, DataRequest(preset=preset, **request))
+
+
+def facts(splits):
+    return {"num_classes": splits.num_classes, "img_size": splits.img_size, "root": splits.root,
+            "in_memory": splits.in_memory}
 
 # --------------------------------------------------------------------------
 # DDH pickled batches
@@ -219,14 +223,15 @@ def test_find_ddh_root_defaults(tmp_path, monkeypatch):
     )
 
 
-def test_build_datasets_ddh(ddh_root, tmp_path, monkeypatch):
+def test_build_splits_ddh(ddh_root, tmp_path, monkeypatch):
     root, _ = ddh_root
-    train, test, info = build_datasets("facescrub", data_root=str(root))
-    assert isinstance(train, DDHFaces) and isinstance(test, DDHFaces)
+    s = splits_of("facescrub", root=str(root))
+    train, test = s.train, s.queries
+    assert isinstance(train, DDHFaces) and isinstance(test, DDHFaces) and s.database is train
     assert (len(train), len(test)) == (5, 3)
-    assert info == {"num_classes": 4, "img_size": 32, "root": str(root), "format": "ddh"}
+    assert facts(s) == {"num_classes": 4, "img_size": 32, "root": str(root), "in_memory": True}
     with pytest.raises(DatasetError) as err:
-        build_datasets("facescrub", data_root=str(root), img_size=64)
+        splits_of("facescrub", root=str(root), img_size=64)
     assert str(err.value) == (
         "FaceScrub DDH batches are 32x32 images; image size 64 is not available"
     )
@@ -234,8 +239,9 @@ def test_build_datasets_ddh(ddh_root, tmp_path, monkeypatch):
     # default location, relative to the current directory
     monkeypatch.chdir(root.parent)
     os.rename(root, tmp_path / "YouTube")
-    train, _, info = build_datasets("youtube")
-    assert info["root"] == "YouTube" and len(train) == 5
+    s = splits_of("youtube")
+    train = s.train
+    assert s.root == "YouTube" and len(train) == 5
 
     labels = next(iter(DataLoader(train, batch_size=4)))[1]
     assert labels.shape == (4,) and labels.dtype == torch.int64
@@ -283,9 +289,9 @@ def test_resize_rule():
 
 
 @pytest.mark.parametrize("size, resize", [(112, 120), (64, 69)])
-def test_folder_transforms(size, resize):
-    test_tf = folder_transforms(size, train=False)
-    train_tf = folder_transforms(size, train=True)
+def test_opqn_folder_transforms(size, resize):
+    test_tf = folder_transform("opqn", size, train=False)
+    train_tf = folder_transform("opqn", size, train=True)
     kinds = [type(t) for t in test_tf.transforms]
     assert kinds == [
         transforms.ToTensor,
@@ -314,10 +320,10 @@ def test_folder_transforms(size, resize):
 
 
 def test_folder_split_items(tree):
-    train = ImageFolderSplit(str(tree), "train", img_size=64, train_transform=True)
+    train = ImageFolderSplit(str(tree), "train", folder_transform("dcdh", 64, train=True), img_size=64)
     image, label = train[2]
     assert image.shape == (3, 64, 64) and label == 1
-    test = ImageFolderSplit(str(tree), "test")
+    test = ImageFolderSplit(str(tree), "test", folder_transform("dcdh", 112, train=False))
     image, label = test[5]
     assert image.shape == (3, 112, 112) and label == 3
 
@@ -331,13 +337,13 @@ def test_folder_errors(tmp_path, monkeypatch):
         "holding one folder of images per identity"
     )
     with pytest.raises(DatasetError) as err:
-        build_datasets("folder", data_root="mine")
+        splits_of("folder", root="mine")
     assert str(err.value) == (
         "image folder tree not found: expected mine/train/ and mine/test/ "
         "holding one folder of images per identity"
     )
     with pytest.raises(DatasetError) as err:
-        build_datasets("vggface2")
+        splits_of("vggface2")
     assert str(err.value) == (
         "VGGFace2 not found: expected data/vggface2/train/ and data/vggface2/test/ "
         "holding one folder of images per identity (or ./vggface2, ./vgg_face2)"
@@ -346,27 +352,27 @@ def test_folder_errors(tmp_path, monkeypatch):
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "test").mkdir()
     with pytest.raises(DatasetError) as err:
-        build_datasets("folder", data_root="mine")
+        splits_of("folder", root="mine")
     assert str(err.value) == (
         "no identity folders in mine/train/: expected one folder of images per identity"
     )
     (tmp_path / "mine" / "train" / "alice").mkdir()
     with pytest.raises(DatasetError) as err:
-        build_datasets("folder", data_root="mine")
+        splits_of("folder", root="mine")
     assert str(err.value).startswith(
         "no images in mine/train/: expected image files (.jpg, .jpeg, .png,"
     )
     assert str(err.value).endswith(") inside its identity folders")
     write_image(tmp_path / "mine" / "train" / "alice" / "a.png")
     with pytest.raises(DatasetError) as err:
-        build_datasets("folder", data_root="mine")
+        splits_of("folder", root="mine")
     assert str(err.value) == (
         "no identity folders in mine/test/: expected one folder of images per identity"
     )
     write_image(tmp_path / "mine" / "test" / "alice" / "b.png")
-    train, test, info = build_datasets("folder", data_root="mine", img_size=48)
-    assert info == {"num_classes": 1, "img_size": 48, "root": "mine", "format": "folder"}
-    assert test[0][0].shape == (3, 48, 48)
+    s = splits_of("folder", root="mine", img_size=48)
+    assert facts(s) == {"num_classes": 1, "img_size": 48, "root": "mine", "in_memory": False}
+    assert s.queries[0][0].shape == (3, 48, 48)
 
 
 def test_vggface2_default_roots(tmp_path, monkeypatch):
@@ -376,9 +382,9 @@ def test_vggface2_default_roots(tmp_path, monkeypatch):
     assert find_folder_root("vggface2") == "vgg_face2"
     for split in ("train", "test"):
         write_image(tmp_path / "data" / "vggface2" / split / "n000002" / "0001.jpg", fmt="JPEG")
-    train, test, info = build_datasets("vggface2")
-    assert info["root"] == os.path.join("data", "vggface2") and info["img_size"] == 112
-    assert train.classes == ["n000002"] and test[0][0].shape == (3, 112, 112)
+    s = splits_of("vggface2")
+    assert s.root == os.path.join("data", "vggface2") and s.img_size == 112
+    assert s.train.classes == ["n000002"] and s.queries[0][0].shape == (3, 112, 112)
 
 
 def corrupt_tree(root):
@@ -398,7 +404,7 @@ def corrupt_tree(root):
 def test_corrupt_images_fail_on_access(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     corrupt_tree(tmp_path / "x")
-    train, _, _ = build_datasets("folder", data_root="x")
+    train = splits_of("folder", root="x").train
     assert len(train) == 4 and train.skipped_files == []
     paths = [p for p, _ in train.samples]
     for bad in ("x/train/bob/garbage.jpg", "x/train/bob/truncated.jpg"):
@@ -429,9 +435,8 @@ def test_corrupt_images_skipped(tmp_path):
         str(garbage),
         str(truncated),
     ]
-    train, test, info = build_datasets(
-        "folder", data_root=str(tmp_path / "x"), skip_bad_images=True
-    )
+    s = splits_of("folder", root=str(tmp_path / "x"), skip_bad_images=True)
+    train, test = s.train, s.queries
     assert sorted(train.skipped_files) == [str(garbage), str(truncated)]
     assert set(train.skip_reasons) == set(train.skipped_files)
     assert len(train) == 2 and train.targets == [0, 1]
@@ -457,8 +462,9 @@ def test_ddh_datasets_as_opqn_image_folders(tmp_path):
     for split in ("train", "test"):
         for name in ("id0", "id1"):
             write_image(root / split / name / "0.png", colour=(163, 122, 103), size=(32, 32))
-    train, test, info = build_datasets("facescrub", data_root=str(root))
-    assert info == {"num_classes": 2, "img_size": 32, "root": str(root), "format": "folder"}
+    s = splits_of("facescrub", root=str(root))
+    train, test = s.train, s.queries
+    assert facts(s) == {"num_classes": 2, "img_size": 32, "root": str(root), "in_memory": False}
     assert isinstance(train, ImageFolderSplit)
     assert test.transform.transforms[1].size == 35
     image, label = test[1]
@@ -473,8 +479,9 @@ def test_cfw_uses_opqn_small_transforms(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for split in ("train", "test"):
         write_image(tmp_path / "data" / "cfw" / split / "p0" / "0.png", size=(32, 32))
-    train, test, info = build_datasets("cfw")
-    assert info["img_size"] == 32 and info["root"] == os.path.join("data", "cfw")
+    s = splits_of("cfw", preset="dcdh")  # only OPQN's pipeline reads 32x32 folders
+    train, test = s.train, s.queries
+    assert s.img_size == 32 and s.root == os.path.join("data", "cfw")
     assert test.transform.transforms[1].size == 35 and test[0][0].shape == (3, 32, 32)
     assert isinstance(train.transform.transforms[2], transforms.RandomCrop)
 
@@ -485,40 +492,40 @@ def test_cross_dataset_splits(tmp_path):
         for name in names:
             write_image(root / split / name / "0.png", size=(130, 130))
     with pytest.raises(DatasetError) as err:
-        build_datasets("vggface2", data_root=str(tmp_path / "none"), cross_dataset=True)
+        splits_of("vggface2", root=str(tmp_path / "none"), cross_dataset=True)
     assert str(err.value) == (f"VGGFace2 not found: expected {tmp_path / 'none' / 'cross_train'}/ and "
                               f"{tmp_path / 'none' / 'cross_test'}/ holding one folder of images "
                               f"per identity")
-    train, test, info = build_datasets("vggface2", data_root=str(root), cross_dataset=True)
-    assert info["img_size"] == 112 and len(train) == 2 and len(test) == 2
+    s = splits_of("vggface2", root=str(root), cross_dataset=True)
+    train, test = s.train, s.queries
+    assert s.img_size == 112 and len(train) == 2 and len(test) == 2 and s.database is train
     assert [label for _, label in test] == [1, 2]  # b keeps its id, c is new
     # both splits get the deterministic test transform, as in the official code
     assert not any(isinstance(t, transforms.RandomCrop) for t in train.transform.transforms)
     with pytest.raises(DatasetError, match="cross-dataset evaluation needs an image-folder dataset"):
-        build_datasets("synthetic", cross_dataset=True)
+        splits_of("synthetic", cross_dataset=True)
 
 
 # --------------------------------------------------------------------------
-# build_datasets
+# the registry
 
 
-def test_build_datasets_synthetic():
-    train, test, info = build_datasets(
-        "synthetic",
-        synthetic_kwargs=dict(num_identities=3, train_per_identity=2, test_per_identity=1),
-        img_size=16,
-    )
-    assert info == {"num_classes": 3, "img_size": 16, "root": None, "format": "synthetic"}
+def test_build_splits_synthetic():
+    s = splits_of("synthetic", img_size=16,
+                  options=dict(num_identities=3, train_per_identity=2, test_per_identity=1))
+    train, test = s.train, s.queries
+    assert facts(s) == {"num_classes": 3, "img_size": 16, "root": None, "in_memory": True}
     assert (len(train), len(test)) == (6, 3)
     image, label = train[0]
     assert image.shape == (3, 16, 16) and type(label) is int
 
 
-def test_build_datasets_unknown():
-    assert DATASETS == ("facescrub", "youtube", "cfw", "vggface2", "folder", "synthetic")
+def test_build_splits_unknown():
+    assert dataset_names("faces") == ("facescrub", "youtube", "cfw", "vggface2", "folder",
+                                      "synthetic")
     with pytest.raises(DatasetError) as err:
-        build_datasets("cifar")
-    assert str(err.value) == (
+        splits_of("cifar")
+    assert str(err.value).startswith(
         "unknown dataset 'cifar': expected one of facescrub, youtube, cfw, vggface2, folder, synthetic"
     )
 
@@ -531,3 +538,55 @@ def test_dataset_error_is_one_line():
     )
     assert str(DatasetError(worker_text)) == "cannot read image a.png: bad"
     assert str(DatasetError("plain")) == "plain"
+
+
+# --------------------------------------------------------------------------
+# one transform preset per method, each its published pipeline
+
+FIXED_IMAGE = os.path.join(os.path.dirname(__file__), "fixtures", "triplet", "transforms",
+                           "fixed_image.png")
+
+
+def _centre_crop(array, size):
+    top = int(round((array.shape[0] - size) / 2.0))
+    left = int(round((array.shape[1] - size) / 2.0))
+    return array[top:top + size, left:left + size]
+
+
+def test_dcdh_preset_resizes_the_pil_image_then_crops():
+    """DCDH's published pipeline on a fixed 300x200 image: PIL bilinear resize
+    of the shorter side to 120 (antialiased), centre crop 112, /255, (x-0.5)/0.5.
+    Written here with PIL and numpy only, not torchvision."""
+    img = Image.open(FIXED_IMAGE).convert("RGB")
+    resized = np.asarray(img.resize((180, 120), Image.BILINEAR), dtype=np.float32) / 255
+    want = (_centre_crop(resized, 112) - 0.5) / 0.5
+    got = folder_transform("dcdh", 112, train=False)(img)
+    assert got.shape == (3, 112, 112)
+    assert np.abs(got.permute(1, 2, 0).numpy() - want).max() <= 1e-6
+
+
+def test_opqn_preset_resizes_the_tensor_without_antialiasing():
+    """OPQN's published pipeline: ToTensor first, then a bilinear resize of the
+    float tensor without antialiasing, then the crop; not DCDH's pixels."""
+    img = Image.open(FIXED_IMAGE).convert("RGB")
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    resized = torch.nn.functional.interpolate(x, size=(120, 180), mode="bilinear",
+                                              align_corners=False, antialias=False)[0]
+    want = (_centre_crop(resized.permute(1, 2, 0).numpy(), 112) - 0.5) / 0.5
+    got = folder_transform("opqn", 112, train=False)(img).permute(1, 2, 0).numpy()
+    assert np.abs(got - want).max() <= 1e-6
+    dcdh = folder_transform("dcdh", 112, train=False)(img).permute(1, 2, 0).numpy()
+    assert np.abs(dcdh - got).max() > 0.05  # the two methods really see other pixels
+
+
+def test_skip_bad_images_decodes_each_file_once(tmp_path, monkeypatch):
+    import data.folders
+
+    corrupt_tree(tmp_path / "x")
+    checked = []
+    real = data.folders.image_problem
+    monkeypatch.setattr(data.folders, "image_problem", lambda p: checked.append(p) or real(p))
+    s = splits_of("folder", preset="dcdh", root=str(tmp_path / "x"), skip_bad_images=True)
+    assert len(checked) == len(set(checked)) == 6  # 4 train files, 2 test files, once each
+    assert s.database.samples == s.train.samples and s.database is not s.train
+    assert s.database.transform is not s.train.transform

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.dcdh import (DualClasswiseLoss, dcdh_loss, regression_targets,
+from models.losses.dcdh import (DualClasswiseLoss, dcdh_loss, regression_targets,
                          regression_weights)
 
 
@@ -99,15 +99,14 @@ def test_training_steps_lower_loss_and_separate_centers():
 def test_dfhnet_on_synthetic_faces_with_official_hyper_parameters():
     """A few Adam steps of DFHNet on the built-in faces: loss falls, centers separate."""
     from data.synthetic import make_synthetic_faces
-    from models import DFHNet
-    from models.dcdh import DCDHObjective
+    from methods.dcdh import DCDH
+    from methods.recipes.dcdh import recipe_for
 
     torch.manual_seed(0)
     faces = make_synthetic_faces(num_identities=6, train_per_identity=8, test_per_identity=1)
-    net, crit = DFHNet(48), DualClasswiseLoss(6, 48, inner_param=0.1, sigma=0.25)
-    objective = DCDHObjective(net, crit, eta=0.01)
-    opt = torch.optim.Adam([{"params": net.parameters()}, {"params": crit.parameters()}],
-                           lr=0.005, weight_decay=1e-4, amsgrad=True)
+    objective = DCDH("dfhnet", 48, 6, sigma=0.25, inner_param=0.1, eta=0.01)
+    crit = objective.criterion
+    opt = objective.optimizer(recipe_for("facescrub", 32), lr=0.005)
     unit = F.normalize(crit.centers.detach(), dim=1)
     off_diagonal = ~torch.eye(6, dtype=torch.bool)
     cos_before = float((unit @ unit.T)[off_diagonal].mean())

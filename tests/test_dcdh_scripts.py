@@ -12,10 +12,9 @@ import torch
 import dcdh_train
 import evaluation
 from models import DFHNet, SphereNet_hashing
-from utils.checkpoint import (CheckpointError, load_checkpoint, load_hashing_backbone,
-                              save_checkpoint)
-from utils.cli import run_script
-from utils.run_setup import handled_errors
+from methods.dcdh import DCDH
+from script_runner import run
+from utils.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from weight_fill import fill_state_dict, fill_tensor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
@@ -24,13 +23,11 @@ TINY = ["--dataset", "synthetic", "--synthetic-ids", "4", "--synthetic-train", "
 
 
 def train_cli(*argv):
-    args = dcdh_train.get_args_parser().parse_args([str(a) for a in argv])
-    return run_script(dcdh_train.main, args, handled=handled_errors())
+    return run(dcdh_train, *argv)
 
 
 def eval_cli(*argv):
-    args = evaluation.get_args_parser().parse_args([str(a) for a in argv])
-    return run_script(evaluation.main, args, handled=handled_errors())
+    return run(evaluation, *argv)
 
 
 def golden_checkpoint(path):
@@ -49,8 +46,10 @@ def test_golden_checkpoint_gives_golden_codes(tmp_path):
     ckpt = load_checkpoint(path)
     assert list(ckpt) == ["backbone", "centers"] and list(ckpt["centers"]) == ["centers"]
     assert np.array_equal(ckpt["centers"]["centers"].numpy(), golden["centers"])
-    net = DFHNet(48)
-    load_hashing_backbone(net, ckpt, "dfhnet", 48, path)
+    method = DCDH("dfhnet", 48, 530)
+    method.load_official_state(ckpt, path)
+    net = method.net
+    assert torch.equal(method.criterion.centers, ckpt["centers"]["centers"])
     with torch.no_grad():
         out = net.eval()(torch.from_numpy(golden["input"]))
     assert np.array_equal(np.where(out.numpy() > 0, 1, -1), golden["codes"])
@@ -60,7 +59,7 @@ def test_golden_checkpoint_gives_golden_codes(tmp_path):
 def test_dataparallel_prefix_is_accepted(tmp_path):
     net = DFHNet(12)
     state = {"module." + k: v for k, v in net.state_dict().items()}
-    load_hashing_backbone(DFHNet(12), {"backbone": state}, "dfhnet", 12)
+    DCDH("dfhnet", 12, 3).load_backbone({"backbone": state})
 
 
 @pytest.mark.parametrize("make, arch, bits, message", [
@@ -72,14 +71,14 @@ def test_dataparallel_prefix_is_accepted(tmp_path):
 ])
 def test_mismatch_messages(tmp_path, make, arch, bits, message):
     with pytest.raises(CheckpointError) as err:
-        load_hashing_backbone(DFHNet(bits), {"backbone": make()}, arch, bits, "m.tar")
+        DCDH(arch, bits, 3).load_backbone({"backbone": make()}, "m.tar")
     assert message in str(err.value)
 
 
 def test_not_a_dcdh_checkpoint():
     with pytest.raises(CheckpointError, match=r"m.tar is not a DCDH checkpoint: no 'backbone' "
                                               r"state_dict \(top-level keys: net, mlp\)"):
-        load_hashing_backbone(DFHNet(12), {"net": {}, "mlp": 1}, "dfhnet", 12, "m.tar")
+        DCDH("dfhnet", 12, 3).load_backbone({"net": {}, "mlp": 1}, "m.tar")
 
 
 def test_truncated_and_foreign_files(tmp_path):
@@ -157,17 +156,24 @@ def test_bad_input_never_touches_a_good_checkpoint(tmp_path, capsys, monkeypatch
     ckdir.mkdir()
     good = ckdir / "m.tar"
     good.write_bytes(b"a good checkpoint")
+    # a fresh run never replaces an existing checkpoint
+    assert train_cli(*TINY, "--save", "m.tar") == 2
+    assert capsys.readouterr().err == (
+        "error: --save checkpoint/m.tar exists; pass --resume auto to continue that run or "
+        "--overwrite to start afresh and replace it\n")
+    assert good.read_bytes() == b"a good checkpoint"
     # missing dataset: one line saying where it was expected, exit 2
-    assert train_cli("--dataset", "facescrub", "--save", "m.tar", "--no-progress") == 2
+    assert train_cli("--dataset", "facescrub", "--save", "m.tar", "--no-progress",
+                     "--overwrite") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: FaceScrub not found") and err.count("\n") == 1
     assert good.read_bytes() == b"a good checkpoint"
     # an unusable checkpoint folder is caught before any training
     (tmp_path / "afile").write_text("x")
-    assert train_cli(*TINY, "--save", "m.tar", "--checkpoint-dir", tmp_path / "afile" / "sub") == 2
+    assert train_cli(*TINY, "--save", "n.tar", "--checkpoint-dir", tmp_path / "afile" / "sub") == 2
     assert capsys.readouterr().err.startswith(f"error: cannot create --checkpoint-dir {tmp_path / 'afile' / 'sub'}")
-    assert train_cli(*TINY, "--len", 0, "--save", "m.tar") == 2
-    assert capsys.readouterr().err == "error: --len must be a positive number of bits, got 0\n"
+    assert train_cli(*TINY, "--len", 0, "--save", "n.tar") == 2
+    assert capsys.readouterr().err == "error: argument --len: expected a positive integer, got 0\n"
     assert train_cli(*TINY) == 2
     assert "--save NAME.tar is required" in capsys.readouterr().err
     assert eval_cli(*TINY, "--load", "nothing.tar") == 2

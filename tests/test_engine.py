@@ -16,8 +16,7 @@ from PIL import Image
 import dcdh_train
 import opqn_main
 from models import DFHNet
-from utils.cli import run_script
-from utils.run_setup import handled_errors
+from script_runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "synthetic", "--synthetic-ids", "3", "--synthetic-train", "6",
@@ -25,11 +24,6 @@ TINY = ["--dataset", "synthetic", "--synthetic-ids", "3", "--synthetic-train", "
 DCDH = [*TINY, "--len", "12", "--eval-every", "2"]
 # --num-books: the spelling of --num that torchrun's own parser lets through
 OPQN = [*TINY, "--len", "12", "--num-books", "2", "--words", "64", "--eval-every", "2"]
-
-
-def run(module, *argv):
-    args = module.get_args_parser().parse_args([str(a) for a in argv])
-    return run_script(module.main, args, handled=handled_errors())
 
 
 def state_of(path):
@@ -80,16 +74,32 @@ def test_resume_errors(tmp_path, capsys):
     assert "holds no training state to resume from" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_the_good_checkpoint(tmp_path, capsys):
+def test_nan_loss_stops_and_keeps_the_good_checkpoint(tmp_path, capsys, monkeypatch):
+    import methods.dcdh
+
     good = tmp_path / "m.tar"
     assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 1, "--checkpoint-dir", tmp_path,
                "--log-dir", tmp_path) == 0
-    before = good.read_bytes()
+    before, last_before = good.read_bytes(), (tmp_path / "m_last.tar").read_bytes()
+    # a flag value that would make the loss NaN is refused before any work
+    assert run(dcdh_train, *DCDH, "--save", "m.tar", "--sigma", "nan") == 2
+    assert capsys.readouterr().err == "error: argument --sigma: expected a positive number, got nan\n"
+    # the loss turns NaN at the second step: named exactly, although it is read
+    # from the device only at the end of the epoch
+    calls = []
+    real = methods.dcdh.dcdh_loss
+
+    def nan_at_second_step(*a, **k):
+        calls.append(1)
+        loss = real(*a, **k)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(methods.dcdh, "dcdh_loss", nan_at_second_step)
     assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 1, "--checkpoint-dir", tmp_path,
-               "--log-dir", tmp_path, "--sigma", "nan") == 2
+               "--log-dir", tmp_path, "--overwrite") == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: the loss became nan at epoch 1, step 1; stopped") and err.count("\n") == 1
-    assert good.read_bytes() == before
+    assert err.startswith("error: the loss became nan at epoch 1, step 2; stopped") and err.count("\n") == 1
+    assert good.read_bytes() == before and (tmp_path / "m_last.tar").read_bytes() == last_before
 
 
 def test_amp_and_channels_last_train(tmp_path):
@@ -171,7 +181,7 @@ def test_kill_during_checkpoint_write_leaves_the_old_file(tmp_path):
     torch.save({"backbone": {"w": torch.ones(3)}}, target)
     before = target.read_bytes()
     code = ("import os, signal, torch\n"
-            "from utils.checkpoint import save_checkpoint\n"
+            "from utils.engine.checkpoint import save_checkpoint\n"
             "class Bomb:\n"
             "    def __reduce__(self):\n"
             "        os.kill(os.getpid(), signal.SIGKILL)\n"

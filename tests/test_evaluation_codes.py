@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import evaluation
-from utils.cli import run_script
+from script_runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
@@ -27,8 +27,7 @@ def codes_file(tmp_path, name="small_24bit_c10.npz", **override):
 
 
 def cli(*argv):
-    args = evaluation.get_args_parser().parse_args([str(a) for a in argv])
-    return run_script(evaluation.main, args)
+    return run(evaluation, *argv)
 
 
 def test_json_schema_and_values(tmp_path, capsys):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import metrics
-from utils.metrics import (evaluate_codes, evaluate_scores, hamming_distance,
+from utils.retrieval import metrics
+from utils.retrieval.metrics import (evaluate_codes, evaluate_scores, hamming_distance,
                            hamming_ranking_stats, tie_aware_ap, to_bits)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"

@@ -16,7 +16,8 @@ import pytest
 import torch
 import torchvision
 
-from models import DFHNet, ResNetHashing, SphereNet_hashing, build_hashing_net
+from models import (DFHNet, ResNetHashing, SphereNet_hashing, create_network, network_names,
+                    network_spec, recognise_network)
 from weight_fill import fill_spec, fill_state_dict, fill_tensor, sine_input
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
@@ -218,15 +219,26 @@ def test_resnet_pretrained_errors(tmp_path):
         ResNetHashing("resnet101", 48)
 
 
-def test_build_hashing_net():
-    assert isinstance(build_hashing_net("dfhnet", 12), DFHNet)
-    sphere = build_hashing_net("sphere20", 24)
+def test_network_registry():
+    assert network_names("hashing") == ("dfhnet", "resnet18", "resnet34", "resnet50", "sphere20",
+                                        "sphere64")
+    assert isinstance(create_network("dfhnet", 12), DFHNet)
+    sphere = create_network("sphere20", 24)
     assert isinstance(sphere, SphereNet_hashing) and len(sphere.layer3) == 3 + 4
-    assert len(build_hashing_net("sphere64", 24).layer3) == 3 + 16
-    r50 = build_hashing_net("resnet50", 16)
+    assert len(create_network("sphere64", 24).layer3) == 3 + 16
+    r50 = create_network("resnet50", 16)
     assert isinstance(r50, ResNetHashing) and r50.fc[0].weight.shape == (16, 2048)
-    assert build_hashing_net("resnet34", 16).fc[0].in_features == 512
-    with pytest.raises(ValueError):
-        build_hashing_net("vgg16", 16)
-    with pytest.raises(ValueError):
-        build_hashing_net("dfhnet", 16, pretrained="x.pth")
+    assert create_network("resnet34", 16).fc[0].in_features == 512
+    with pytest.raises(ValueError, match="unknown network 'vgg16'"):
+        create_network("vgg16", 16)
+    with pytest.raises(ValueError, match="only supported for the resnet archs"):
+        create_network("dfhnet", 16, pretrained="x.pth")
+
+
+@pytest.mark.parametrize("name", ["dfhnet", "sphere20", "sphere64", "resnet18", "resnet34",
+                                  "resnet50"])
+def test_checkpoints_are_recognised_with_their_code_length(name):
+    """What a DCDH file holds is read from its keys: the network and the bits."""
+    state = create_network(name, 24).state_dict()
+    assert recognise_network(state, family="hashing") == name
+    assert network_spec(name).code_length(state) == 24

@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import OrthoPQ, ResNet20PQ, build_codebooks, opqn_loss, resnet20_pq
-from utils.pq import quantization_index, soft_assignments
-from models.opqn import assignment_entropy, dct_matrix, split_features
+from utils.retrieval.pq import quantization_index, soft_assignments
+from models.losses.opqn import assignment_entropy, dct_matrix, split_features
 from weight_fill import fill_spec, fill_state_dict, fill_tensor, sine_input
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -10,10 +10,31 @@ import torch
 
 import opqn_main
 from models import resnet20_pq
-from utils.checkpoint import CheckpointError
-from utils.cli import run_script
-from utils.opqn_checkpoint import load_opqn, opqn_state
-from utils.run_setup import handled_errors
+from methods.opqn import OPQN, PQConfig
+from script_runner import run
+from utils.engine.checkpoint import CheckpointError
+
+
+def opqn(feature_dim, num_books, num_words, size=4):
+    """An OPQN method of the given shapes (code length from num_books, num_words)."""
+    bits = num_books * (num_words.bit_length() - 1)
+    return OPQN(PQConfig(bits, num_books, num_words, feature_dim, size, 20.0), num_classes=3)
+
+
+def opqn_state(net, mlp):
+    """What our method writes: the official layout."""
+    m = opqn(net.feature_dim, mlp.shape[0], mlp.shape[2], net.size)
+    m.net.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        m.head.mlp.copy_(mlp)
+    return m.official_state()
+
+
+def load_opqn(net, ckpt, num_books, num_words, path="checkpoint"):
+    m = opqn(net.feature_dim, num_books, num_words, net.size)
+    m.load_official_state(ckpt, path)
+    net.load_state_dict(m.net.state_dict())
+    return m.head.mlp.detach()
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = ["--dataset", "synthetic", "--synthetic-ids", "4", "--synthetic-train", "6",
@@ -21,8 +42,7 @@ TINY = ["--dataset", "synthetic", "--synthetic-ids", "4", "--synthetic-train", "
 
 
 def cli(*argv):
-    args = opqn_main.get_args_parser().parse_args([str(a) for a in argv])
-    return run_script(opqn_main.main, args, handled=handled_errors())
+    return run(opqn_main, *argv)
 
 
 @pytest.mark.parametrize("name", ["pqret_D512_M4_K64", "pqret_D516_M6_K64",

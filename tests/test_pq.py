@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import score_ranking_stats
-from utils.pq import (check_mlp, code_bits, evaluate_pq, index_dtype, pq_score_chunks,
+from utils.retrieval.metrics import score_ranking_stats
+from utils.retrieval.pq import (check_mlp, code_bits, evaluate_pq, index_dtype, pq_score_chunks,
                       pq_scores, quantization_index, soft_assignments)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "opqn"

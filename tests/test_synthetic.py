@@ -24,7 +24,7 @@ from data.synthetic import (
     SyntheticFaces,
     make_synthetic_faces,
 )
-from utils.metrics import evaluate_codes
+from utils.retrieval.metrics import evaluate_codes
 
 BITS = 48
 LOW_MAP = 0.3  # "hard": raw pixels / untrained net must stay below this

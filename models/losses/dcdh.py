@@ -89,20 +89,3 @@ def dcdh_loss(codes, labels, criterion, eta):
     targets = regression_targets(codes, labels, criterion.num_classes, eta)
     quantization = (codes.float() - targets).pow(2).sum() / codes.shape[0]
     return criterion(codes.float(), labels) + eta * quantization
-
-
-class DCDHObjective(nn.Module):
-    """Network + centers as one module: ``forward(images, labels)`` is the batch
-    loss, so one optimizer, one DistributedDataParallel wrapper and one
-    autocast cover both.  The loss itself runs in float32 (also under --amp)."""
-
-    def __init__(self, net, criterion, eta):
-        super().__init__()
-        self.net = net
-        self.criterion = criterion
-        self.eta = eta
-
-    def forward(self, images, labels):
-        codes = self.net(images)
-        with torch.autocast(codes.device.type, enabled=False):
-            return dcdh_loss(codes.float(), labels, self.criterion, self.eta)

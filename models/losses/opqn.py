@@ -1,13 +1,11 @@
-"""OPQN: Orthonormal Product Quantization Network (Zhang, Zhe & Yan, Pattern Recognition 2023).
+"""OPQN's quantization head and loss (Zhang, Zhe & Yan, Pattern Recognition 2023).
 
-Three pieces, read top to bottom:
+The network is models/resnet20_pq.py; its D-dim feature is cut into M
+sub-vectors of length d = D/M.  Two pieces, read top to bottom:
 
-1. `resnet20_pq`: the SphereFace-style residual body of models/sphere.py with
-   OPQN's feature head (BN on the flattened maps, dropout, fc, BN). It maps a
-   face to a D-dim feature that is cut into M sub-vectors of length d = D/M.
-2. `build_codebooks`: fixed, never-learned codewords. Book m holds K
+1. `build_codebooks`: fixed, never-learned codewords. Book m holds K
    orthonormal columns of length d taken from powers of the DCT-II matrix.
-3. `OrthoPQ` + `opqn_loss`: per subspace, a learnable `mlp` [d, K] turns the
+2. `OrthoPQ` + `opqn_loss`: per subspace, a learnable `mlp` [d, K] turns the
    sub-feature into a softmax over the K codewords (the soft assignment);
    the soft-quantized vector is that convex mix of codewords. Both the raw
    sub-feature and its soft quantization are classified with a CosFace-style
@@ -16,7 +14,7 @@ Three pieces, read top to bottom:
 
 Retrieval needs only the backbone and `mlp` (the checkpoint layout
 `{'backbone': DataParallel state_dict, 'mlp': Parameter [M, d, K]}`):
-indexing and asymmetric search live in utils/pq.py. Layout convention here:
+indexing and asymmetric search live in utils/retrieval/pq.py. Layout convention here:
 book first, [M, n, ...].
 """
 
@@ -25,60 +23,6 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from .sphere import STAGE_UNITS, STAGE_WIDTHS, make_stage
-
-# stage widths when channel_max=128 (the official "small" variant)
-NARROW_WIDTHS = [16, 32, 64, 128]
-
-
-# ----------------------------------------------------------------------------- backbone
-
-
-class ResNet20PQ(nn.Module):
-    """SphereFace-20/64 body + OPQN feature head: [B, 3, H, W] -> [B, feature_dim].
-
-    `size` is the side of the last feature map: 7 for 3x112x112 inputs (all
-    four stages downsample), anything else (4 for 3x32x32) makes the first
-    stage keep the resolution, so H = W = 8 * size. channel_max=128 selects
-    the narrow widths 16..128 (always stride 1 first). The attribute names
-    (`layer1`..`layer4`, `bn`, `fc`, `last_bn`) and their registration order
-    are the checkpoint's key names and order; keep them.
-    """
-
-    def __init__(self, num_layers=20, feature_dim=512, channel_max=512, size=7):
-        super().__init__()
-        if num_layers not in STAGE_UNITS:
-            raise ValueError(f"resnet20_pq supports num_layers 20 or 64, got {num_layers}")
-        if channel_max == 512:
-            widths = STAGE_WIDTHS
-            first_stride = 2 if size == 7 else 1
-        elif channel_max == 128:
-            widths, first_stride = NARROW_WIDTHS, 1
-        else:
-            raise ValueError(f"resnet20_pq supports channel_max 512 or 128, got {channel_max}")
-        units = STAGE_UNITS[num_layers]
-        self.feature_dim = feature_dim
-        self.size = size
-        self.layer1 = make_stage(3, widths[0], units[0], stride=first_stride)
-        self.layer2 = make_stage(widths[0], widths[1], units[1])
-        self.layer3 = make_stage(widths[1], widths[2], units[2])
-        self.layer4 = make_stage(widths[2], widths[3], units[3])
-        flat = channel_max * size * size
-        self.bn = nn.BatchNorm1d(flat)  # normalises the flattened maps, before dropout and fc
-        self.fc = nn.Linear(flat, feature_dim)
-        self.last_bn = nn.BatchNorm1d(feature_dim)
-        self.drop = nn.Dropout(p=0.5)
-
-    def forward(self, x):
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.drop(self.bn(x.flatten(1)))
-        return self.last_bn(self.fc(x))
-
-
-def resnet20_pq(num_layers=20, feature_dim=512, channel_max=512, size=7):
-    """The official constructor name and defaults (size 7: 112x112 faces)."""
-    return ResNet20PQ(num_layers=num_layers, feature_dim=feature_dim, channel_max=channel_max, size=size)
 
 
 # ----------------------------------------------------------------------------- codebooks
@@ -211,21 +155,3 @@ def opqn_loss(logits_x, logits_s, probs, labels, miu=0.1):
     ce_x = sum(F.cross_entropy(logits_x[m], labels) for m in range(num_books)) / num_books
     ce_s = sum(F.cross_entropy(logits_s[m], labels) for m in range(num_books)) / num_books
     return 0.5 * (ce_x + ce_s) + miu * assignment_entropy(probs).mean()
-
-
-class OPQNObjective(nn.Module):
-    """Backbone + OrthoPQ head as one module: ``forward(images, labels)`` is the
-    batch loss.  The head and loss run in float32 (also under --amp): cosines
-    and soft assignments lose too much in half precision."""
-
-    def __init__(self, net, head, miu):
-        super().__init__()
-        self.net = net
-        self.head = head
-        self.miu = miu
-
-    def forward(self, images, labels):
-        features = self.net(images)
-        with torch.autocast(features.device.type, enabled=False):
-            logits_x, logits_s, probs = self.head(features.float(), labels)
-            return opqn_loss(logits_x, logits_s, probs, labels, self.miu)

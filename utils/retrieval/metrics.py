@@ -33,27 +33,20 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from utils.retrieval.options import DEFAULT_TOPK
+from utils.retrieval.tensors import as_tensor as _as_tensor, rows_per_chunk
+
 try:  # the fast CPU kernel; the torch back end covers its absence
-    from utils import _hamming_kernel
+    from utils.retrieval import _hamming_kernel
 except ImportError:  # pragma: no cover - exercised only without numba
     _hamming_kernel = None
 
-DEFAULT_TOPK = (1, 5, 10)
 DEFAULT_CURVE = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
-# Query rows per chunk on the torch path are chosen so that one chunk's
-# Q_c x N working arrays stay around this many elements.
-_CHUNK_ELEMENTS = 1 << 22
 
 
 # ---------------------------------------------------------------------------
 # Input normalisation
 # ---------------------------------------------------------------------------
-
-def _as_tensor(x) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.as_tensor(np.asarray(x))
-
 
 def to_bits(codes, num_bits: Optional[int] = None, name: str = "codes") -> torch.Tensor:
     """Binary codes as a bool tensor [n, L] (True = bit set / +1).
@@ -143,7 +136,7 @@ def hamming_distance(query_codes, db_codes, device=None) -> torch.Tensor:
     d = to_bits(db_codes, name="database codes")
     device = torch.device(device) if device is not None else q.device
     out = torch.empty(q.shape[0], d.shape[0], dtype=torch.int32, device=device)
-    step = max(1, _CHUNK_ELEMENTS // max(1, d.shape[0]))
+    step = rows_per_chunk(d.shape[0])
     d_pm = _plus_minus(d.to(device))
     for s in range(0, q.shape[0], step):
         out[s:s + step] = _distance_chunk(_plus_minus(q[s:s + step].to(device)), d_pm)
@@ -255,7 +248,7 @@ def _hamming_stats_torch(q_bits, d_bits, q_lab, d_lab, pos, mk, device) -> Ranki
     n_db = d_bits.shape[0]
     d_pm = _plus_minus(d_bits.to(device))
     d_lab_dev = d_lab.to(device)
-    step = max(1, _CHUNK_ELEMENTS // max(1, n_db))
+    step = rows_per_chunk(n_db)
     parts = []
     for s in range(0, q_bits.shape[0], step):
         dist = _distance_chunk(_plus_minus(q_bits[s:s + step].to(device)), d_pm).long()
@@ -309,7 +302,7 @@ def score_ranking_stats(score_chunks: Callable[[int, int], torch.Tensor], num_qu
     pos = _sorted_unique(positions)
     mk = _sorted_unique(map_at)
     n_db = d_lab.shape[0]
-    step = chunk_size or max(1, _CHUNK_ELEMENTS // max(1, n_db))
+    step = chunk_size or rows_per_chunk(n_db)
     parts = []
     for s in range(0, num_queries, step):
         e = min(num_queries, s + step)

@@ -15,7 +15,7 @@ book m scores sub-vector m against its K codewords:
   int32.
 * A **query** keeps its soft assignments and scores database item n as
   ``sum_m p_m[index[n, m]]``: a similarity, ranked descending, equal scores in
-  database index order (the ranking rule of ``utils.metrics``).
+  database index order (the ranking rule of ``utils.retrieval.metrics``).
 
 Scores are computed in float32 by default (``dtype`` selects float64); both
 reproduce the values of the official ``PqDistRet_Ortho`` on the fixtures in
@@ -33,34 +33,20 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.metrics import DEFAULT_TOPK, evaluate_scores
+from utils.retrieval.metrics import DEFAULT_TOPK, evaluate_scores
+from utils.retrieval.tensors import as_tensor as _as_tensor, rows_per_chunk
 
 __all__ = [
     "check_mlp", "index_dtype", "code_bits", "soft_assignments", "quantization_index",
     "pq_score_chunks", "pq_scores", "evaluate_pq",
 ]
 
-# Rows per chunk are chosen so that one chunk's working arrays stay around
-# this many elements (the same budget as utils.metrics).
-_CHUNK_ELEMENTS = 1 << 22
-
-
 # ---------------------------------------------------------------------------
 # Validation and small helpers
 # ---------------------------------------------------------------------------
-
-def _as_tensor(x, name: str) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    try:
-        return torch.as_tensor(np.asarray(x))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a tensor or an array: {exc}") from None
-
 
 def check_mlp(mlp, feature_dim: Optional[int] = None) -> tuple:
     """(M, d, K) of an OPQN ``mlp`` tensor [M, d, K], checked against ``feature_dim``.
@@ -136,7 +122,7 @@ def _rows_per_chunk(chunk_size: Optional[int], width: int) -> int:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         return int(chunk_size)
-    return max(1, _CHUNK_ELEMENTS // max(1, width))
+    return rows_per_chunk(width)
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +205,7 @@ def _check_index(db_index, mlp) -> torch.Tensor:
 
 def pq_score_chunks(query_features, db_index, mlp, device=None,
                     dtype: Optional[torch.dtype] = None) -> Callable[[int, int], torch.Tensor]:
-    """``score_chunks(start, stop) -> [stop - start, N]`` for ``utils.metrics``.
+    """``score_chunks(start, stop) -> [stop - start, N]`` for ``utils.retrieval.metrics``.
 
     Score of database item n for query q: ``sum_m p_q[m, db_index[n, m]]``
     (higher is more similar).  For a chunk of queries, p [Qc, M, K] is formed
@@ -277,7 +263,7 @@ def evaluate_pq(query_features, db_features_or_index, query_labels, db_labels, m
                 topk=DEFAULT_TOPK, curve_positions=None, map_at=(),
                 skip_no_relevant: bool = False, device=None,
                 dtype: Optional[torch.dtype] = None) -> dict:
-    """Every score-ranking metric of PQ asymmetric search, as ``utils.metrics.evaluate_scores``.
+    """Every score-ranking metric of PQ asymmetric search, as ``utils.retrieval.metrics.evaluate_scores``.
 
     ``db_features_or_index``: raw database features [N, D] (floating point;
     indexed here with ``quantization_index``) or a precomputed index [N, M]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.cli import UsageError, atomic_open
+from utils.atomic import atomic_open
+from utils.errors import UsageError
 
 CODE_ARRAYS = ("db_codes", "query_codes", "db_labels", "query_labels")
 

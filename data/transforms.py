@@ -1,0 +1,100 @@
+"""Image transforms, one preset per method and kind of data, each the pipeline
+of that method's published code.
+
+================  ===================================================  ===========================
+preset            steps (S = output side)                              published source
+================  ===================================================  ===========================
+``dcdh``          PIL Resize(round(S*120/112)) (bilinear, antialiased) DCDH dcdh_train.py / utils.py
+                  -> RandomCrop(S) + HorizontalFlip (train) or         (PIL transforms on the
+                  CenterCrop(S) (test) -> ToTensor -> Normalize(0.5,   ImageFolder images)
+                  0.5)
+``opqn``          ToTensor -> tensor Resize(round(S*120/112), no       OPQN main.py: ToTensor in
+                  antialiasing) -> RandomCrop(S) + flip / CenterCrop   the dataset, then the
+                  -> Normalize(0.5, 0.5)                               resize/crop nn.Sequential on
+                                                                       float batches
+``opqn_small``    ToTensor -> tensor Resize(35 at S=32, no antialias)  OPQN main.py, FaceScrub /
+                  RandomCrop(32) + flip / CenterCrop(32) ->            YouTube / CFW as 32x32
+                  Normalize((0.639, 0.479, 0.404), (0.216, 0.183,      images
+                  0.171))
+================  ===================================================  ===========================
+
+The 32-pixel image folders (CFW, and FaceScrub / YouTube stored as images)
+exist only in OPQN's published code, so DCDH reads them with ``opqn_small``
+too.  Random crops and flips are drawn per image (OPQN draws them once per
+batch on the GPU; the difference is listed in the README).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence
+
+FACE_MEAN = (0.5, 0.5, 0.5)
+FACE_STD = (0.5, 0.5, 0.5)
+# OPQN's statistics of FaceScrub, used for every 32x32 image folder
+SMALL_FACE_MEAN = (0.639, 0.479, 0.404)
+SMALL_FACE_STD = (0.216, 0.183, 0.171)
+SMALL_RESIZE = 35
+
+
+def resize_for(img_size: int) -> int:
+    """Shorter-side resize before cropping ``img_size``: round(S * 120 / 112),
+    halves rounded up (integer arithmetic, whatever float rounding would do)."""
+    return (img_size * 240 + 112) // 224
+
+
+def _crop_and_flip(transforms, img_size: int, train: bool) -> list:
+    if train:
+        return [transforms.RandomCrop(img_size), transforms.RandomHorizontalFlip()]
+    return [transforms.CenterCrop(img_size)]
+
+
+def dcdh_preset(img_size: int, train: bool) -> Callable:
+    """PIL image -> float32 [3, S, S]: resize the PIL image, then crop."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(resize_for(img_size)),  # PIL bilinear with antialiasing
+        *_crop_and_flip(transforms, img_size, train),
+        transforms.ToTensor(),
+        transforms.Normalize(FACE_MEAN, FACE_STD),
+    ])
+
+
+def _tensor_resize_preset(img_size: int, train: bool, resize: int, mean: Sequence[float],
+                          std: Sequence[float]) -> Callable:
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.ToTensor(),
+        # the published OPQN code resizes float tensors, which had no antialiasing
+        transforms.Resize(resize, antialias=False),
+        *_crop_and_flip(transforms, img_size, train),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def opqn_preset(img_size: int, train: bool) -> Callable:
+    """PIL image -> float32 [3, S, S]: to a tensor first, then resize and crop."""
+    return _tensor_resize_preset(img_size, train, resize_for(img_size), FACE_MEAN, FACE_STD)
+
+
+def opqn_small_preset(img_size: int, train: bool) -> Callable:
+    """OPQN's 32-pixel folders: resize 35 (at another S, round(S * 120 / 112))."""
+    resize = SMALL_RESIZE if img_size == 32 else resize_for(img_size)
+    return _tensor_resize_preset(img_size, train, resize, SMALL_FACE_MEAN, SMALL_FACE_STD)
+
+
+PRESETS: Dict[str, Callable] = {
+    "dcdh": dcdh_preset,
+    "opqn": opqn_preset,
+    "opqn_small": opqn_small_preset,
+}
+
+
+def folder_transform(preset: str, img_size: int, train: bool, small: bool = False) -> Callable:
+    """The transform of ``preset`` for an image folder (``small``: a 32-pixel
+    face folder, which only OPQN's pipeline reads)."""
+    name = "opqn_small" if small and preset in ("dcdh", "opqn") else preset
+    if name not in PRESETS:
+        raise ValueError(f"unknown transform preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name](img_size, train)

@@ -1,0 +1,133 @@
+"""Checkpoint files: safe loading, atomic saving, finding the file a flag
+names, and the one sentence that says why a state_dict does not fit a network.
+
+What goes *into* a checkpoint (the official layout of each method) is the
+method's business (methods/); this module only moves dicts to and from disk.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+from utils.atomic import atomic_open
+from utils.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, unsafe or of another shape."""
+
+
+def resolve_checkpoint(name, checkpoint_dir="checkpoint") -> Path:
+    """The official scripts take a bare NAME under ./checkpoint; we also take any path."""
+    candidates = [Path(checkpoint_dir) / name, Path(name)] if checkpoint_dir else [Path(name)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = " or ".join(str(p) for p in dict.fromkeys(candidates))
+    raise CheckpointError(f"checkpoint not found: looked for {where}")
+
+
+def load_checkpoint(path, allow: Iterable = (), expect_dict: bool = True):
+    """``torch.load(..., weights_only=True)`` on the CPU, with one-line errors.
+
+    weights_only refuses any pickled object other than tensors and plain
+    containers, so a crafted file cannot run code while loading.  ``allow``
+    names the few extra classes a published format needs (e.g.
+    ``argparse.Namespace`` in DCHN files), and nothing else."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise CheckpointError(
+                f"refusing to load {path}: it holds pickled objects other than tensors and "
+                f"plain containers (loaded with weights_only=True; only load files you trust "
+                f"with other tools)") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - garbage bytes fail in many ways inside unpickling
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated, corrupt or not written by "
+            f"torch.save): {_first_line(exc)}") from None
+    if expect_dict and not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def save_checkpoint(obj, path) -> None:
+    """torch.save through a temporary file renamed over ``path``: an interrupted
+    save never leaves a broken file in place of a good one."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+
+
+def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
+    """Drop a leading ``prefix`` (nn.DataParallel's 'module.') from every key that has it."""
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
+def add_prefix(state_dict: dict, prefix: str = "module.") -> dict:
+    return {prefix + k: v for k, v in state_dict.items()}
+
+
+def state_dict_mismatch(expected: dict, found: dict) -> Optional[str]:
+    """None when ``found`` has exactly the keys and shapes of ``expected``;
+    otherwise a short description of what differs (counts and one example)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [k for k in expected if k in found
+             and tuple(getattr(found[k], "shape", ())) != tuple(expected[k].shape)]
+    if not (missing or unexpected or wrong):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} keys of another shape (e.g. {k}: "
+                     f"{tuple(found[k].shape)} vs {tuple(expected[k].shape)})")
+    return "; ".join(parts)
+
+
+def last_path_for(best_path) -> Path:
+    """checkpoint/m.tar -> checkpoint/m_last.tar: the resume file of a run."""
+    best_path = Path(best_path)
+    return best_path.with_name(f"{best_path.stem}_last{best_path.suffix}")
+
+
+def resume_from(resume_arg: Optional[str], last_path, checkpoint_dir) -> Optional[dict]:
+    """The checkpoint ``--resume PATH|auto`` names, checked to hold a training state."""
+    if not resume_arg:
+        return None
+    if resume_arg == "auto":
+        path = Path(last_path)
+        if not path.is_file():
+            raise CheckpointError(f"--resume auto: {path} does not exist (no epoch of this run "
+                                  f"has finished); start without --resume")
+    else:
+        path = resolve_checkpoint(resume_arg, checkpoint_dir)
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt.get("train_state"), dict):
+        raise CheckpointError(f"{path} holds no training state to resume from (only the _last "
+                              f"files and best files this toolkit writes do); start without --resume")
+    return ckpt
+
+
+def refuse_overwrite(path, flag: str = "--save") -> None:
+    """A fresh run must not replace a finished one by accident."""
+    path = Path(path)
+    if path.exists():
+        raise CheckpointError(
+            f"{flag} {path} exists; pass --resume auto to continue that run or --overwrite to "
+            f"start afresh and replace it")

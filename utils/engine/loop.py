@@ -1,0 +1,268 @@
+"""The training loop every method shares: ``fit(method, optimizer, scheduler,
+loaders, config)``.
+
+``method`` is a ``methods.base.Method``: the loop only calls its interface
+(``unpack``, the loss in ``forward``, ``evaluate``, the checkpoint entries),
+so it knows nothing about images, label matrices, centers or codebooks.
+
+Every epoch ends with a resume file (``<name>_last.<ext>``) holding everything
+a bit-identical continuation needs: weights, optimizer, lr scheduler, grad
+scaler, the best value so far and the early-stopping counter, and every
+random-number generator.  The best file (lowest loss, or highest mAP) is
+written when the monitored value improves, and the method's official
+snapshots (triplet hashing) at each evaluation.  Files are written by the
+main process only, atomically.
+
+The loss is accumulated on the device and read every ``log_every`` steps and
+at the epoch's end (not every step, which would wait for the GPU each time);
+a NaN or infinite loss is then reported with the step where it appeared.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from utils.engine.checkpoint import last_path_for, save_checkpoint
+from utils.engine.distributed import DistInfo, all_reduce_sum, barrier
+from utils.engine.logs import log
+from utils.engine.precision import amp_dtype, autocast, prepare
+from utils.engine.rng import capture_rng, restore_rng
+from utils.errors import Interrupted, UserError
+from utils.retrieval.options import MetricOptions
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. the loss became NaN); reported in one line."""
+
+
+class TrainingInterrupted(Interrupted):
+    """Ctrl-C: the message says which checkpoint holds the last complete epoch."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything about a run that is not the method, optimizer, scheduler or data."""
+    epochs: int
+    device: torch.device
+    best_path: Path
+    last_path: Optional[Path] = None  # default: <best>_last<ext>
+    monitor: str = "loss"  # "loss" (lower is better) or "mAP" (higher, at evaluations)
+    patience: Optional[int] = None  # stop after this many epochs without a lower loss
+    eval_every: int = 0  # evaluate after every N-th epoch and the last (0: never) ...
+    eval_at: Optional[frozenset] = None  # ... or after these 0-based epochs
+    snapshot_pattern: Optional[str] = None  # official snapshot at each evaluation, "{epoch}" 0-based
+    metrics: MetricOptions = MetricOptions()
+    amp: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    dist: DistInfo = DistInfo()
+    progress: bool = True
+    desc: str = ""
+    log_every: int = 50  # steps between reads of the loss (and NaN checks)
+    extra_state: Mapping[str, Any] = field(default_factory=dict)  # our keys, e.g. args
+
+    def resume_path(self) -> Path:
+        return Path(self.last_path) if self.last_path else last_path_for(self.best_path)
+
+    def evaluation_due(self, epoch: int) -> bool:
+        """Whether to evaluate after 0-based ``epoch``."""
+        if self.eval_at is not None:
+            return epoch in self.eval_at
+        return bool(self.eval_every) and ((epoch + 1) % self.eval_every == 0
+                                          or epoch + 1 == self.epochs)
+
+    def better(self, value: float, best: float) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return False
+        return value < best if self.monitor == "loss" else value > best
+
+    def worst(self) -> float:
+        return math.inf if self.monitor == "loss" else -math.inf
+
+
+@dataclass
+class FitResult:
+    best_value: float  # best loss, or best mAP when monitoring mAP
+    best_epoch: int  # 1-based; 0 when nothing was ever better
+    epochs_run: int
+    train_seconds: float
+    last_loss: float
+
+
+def fit(method, optimizer, scheduler, loaders, config: FitConfig,
+        resume: Optional[dict] = None) -> FitResult:
+    """Train ``method`` for ``config.epochs`` epochs (or until early stop).
+
+    ``loaders`` has ``train``, ``database`` and ``queries`` (the latter two for
+    evaluation).  ``resume`` is a checkpoint written by this function:
+    training continues after its epoch, bit for bit."""
+    device, dist_info = config.device, config.dist
+    trained = prepare(method, device, dist_info, config.compile, config.channels_last)
+    dtype = amp_dtype(device, config.amp)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    generator = getattr(loaders.train, "generator", None)
+    last_path = config.resume_path()
+    start, best, best_epoch, metrics = 0, config.worst(), -1, None
+    if resume is not None:
+        start, best, best_epoch, metrics = _restore(method, optimizer, scheduler, scaler,
+                                                    resume, generator, config)
+    began = time.perf_counter()
+    epoch, epoch_loss = start - 1, math.nan
+    try:
+        for epoch in range(start, config.epochs):
+            if isinstance(getattr(loaders.train, "sampler", None), DistributedSampler):
+                loaders.train.sampler.set_epoch(epoch)
+            total, count = train_one_epoch(trained, method, optimizer, scaler, loaders.train,
+                                           config, epoch, dtype)
+            total, count = all_reduce_sum([total, count], device)
+            epoch_loss = total / max(count, 1)
+            line = f"[epoch: {epoch + 1}]\t[loss: {epoch_loss:.4f}]"
+            evaluated = config.evaluation_due(epoch)
+            if evaluated:
+                if dist_info.is_main:
+                    metrics = method.evaluate(loaders.database, loaders.queries, device,
+                                              config.metrics, config.progress, dtype)[0]
+                    line += f"\t[mAP: {100 * metrics['mAP']:.2f}%]"
+                barrier()
+            scheduler.step()
+            value = epoch_loss if config.monitor == "loss" else (
+                metrics["mAP"] if evaluated and dist_info.is_main else None)
+            improved = config.better(value, best)
+            if improved:
+                best, best_epoch = value, epoch
+            if config.monitor == "mAP" and evaluated and dist_info.is_main:
+                line += f"\t[best mAP: {100 * best:.2f}% at epoch {best_epoch + 1}]"
+            log.info(line)
+            if dist_info.is_main:
+                state = _training_state(method, optimizer, scheduler, scaler, config, generator,
+                                        epoch, epoch_loss, metrics, best, best_epoch)
+                if improved:
+                    save_checkpoint(_official_file(method, state), config.best_path)
+                if evaluated and config.snapshot_pattern:
+                    snapshot = Path(config.snapshot_pattern.format(epoch=epoch))
+                    save_checkpoint(_official_file(method, state), snapshot)
+                save_checkpoint(_resume_file(method, state), last_path)
+            barrier()
+            if config.patience is not None and epoch - best_epoch > config.patience:
+                log.info(f"Training terminated at epoch {epoch + 1}: no lower loss for "
+                         f"{config.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        if epoch >= 1:  # epoch (0-based) = epochs completed before the interrupted one
+            raise TrainingInterrupted(
+                f"interrupted in epoch {epoch + 1}; {last_path} holds epoch {epoch}: "
+                f"run the same command with --resume auto to continue") from None
+        raise TrainingInterrupted(f"interrupted in epoch {epoch + 1}, before any checkpoint "
+                                  f"was written; nothing to resume") from None
+    return FitResult(best, best_epoch + 1, epoch + 1, time.perf_counter() - began, epoch_loss)
+
+
+def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfig, epoch: int,
+                    dtype) -> tuple:
+    """(sum of per-item losses, items) of one epoch.  ``trained`` is ``method``
+    or its DistributedDataParallel wrapper (the loss must go through it)."""
+    device = config.device
+    trained.train()
+    window = max(1, config.log_every)
+    pending = torch.zeros(window, dtype=torch.float64, device=device)
+    sizes: list = []
+    total, count, first = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"{config.desc}epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not config.progress, file=sys.stderr)
+
+    def flush():
+        nonlocal total, count, first, sizes
+        if not sizes:
+            return
+        values = pending[:len(sizes)].cpu()  # the one wait for the device per window
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            step = first + int(bad[0]) + 1
+            raise TrainingError(
+                f"the loss became {float(values[int(bad[0])])} at epoch {epoch + 1}, step {step}; "
+                f"stopped, the last good checkpoints are kept ({config.best_path} and "
+                f"{config.resume_path().name}); try a lower --lr")
+        weights = torch.tensor(sizes, dtype=torch.float64)
+        total += float((values * weights).sum())
+        count += int(weights.sum())
+        first += len(sizes)
+        sizes = []
+        bar.set_postfix(loss=f"{total / max(count, 1):.4f}", refresh=False)
+
+    for batch in bar:
+        inputs, targets = method.unpack(batch, device)
+        with autocast(device, dtype):
+            loss = trained(inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        pending[len(sizes)] = loss.detach()
+        sizes.append(len(targets))
+        if len(sizes) == window:
+            flush()
+    flush()
+    return total, count
+
+
+# -- checkpoint contents ---------------------------------------------------------------
+
+def _training_state(method, optimizer, scheduler, scaler, config, generator, epoch, loss,
+                    metrics, best, best_epoch) -> dict:
+    return {
+        **method.info(), **config.extra_state,
+        "epoch": epoch + 1, "loss": loss, "metrics": metrics,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "train_state": {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch + 1,
+                        "monitor": config.monitor, "rng": capture_rng(generator)},
+    }
+
+
+def _official_file(method, state: dict):
+    """The best / snapshot file: the published layout (plus our keys where it has room)."""
+    if method.bare_state_dict:
+        return method.official_state()
+    return {**method.official_state(), **method.resume_state(), **state}
+
+
+def _resume_file(method, state: dict) -> dict:
+    if method.bare_state_dict:
+        return {"model": method.official_state(), **method.resume_state(), **state}
+    return {**method.official_state(), **method.resume_state(), **state}
+
+
+def _restore(method, optimizer, scheduler, scaler, resume: dict, generator, config):
+    state = resume["train_state"]
+    if "lr_scheduler" not in resume or "best" not in state:
+        raise TrainingError("the resume file was written by an older version of this toolkit "
+                            "(no lr scheduler state); start without --resume")
+    if state.get("monitor", "loss") != config.monitor:
+        raise TrainingError(f"the resume file monitors {state.get('monitor')}, this run "
+                            f"{config.monitor}; resume with the command that wrote it")
+    method.load_official_state(resume["model"] if method.bare_state_dict else resume,
+                               "the resume file")
+    method.load_resume_state(resume)
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["lr_scheduler"])
+    if scaler is not None and resume.get("scaler"):
+        scaler.load_state_dict(resume["scaler"])
+    restore_rng(state["rng"], generator)
+    start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"] - 1
+    what = "loss" if config.monitor == "loss" else "mAP"
+    log.info(f"resuming after epoch {start} (best {what} {best:.4f} at epoch {best_epoch + 1})")
+    return start, best, best_epoch, resume.get("metrics")

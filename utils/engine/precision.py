@@ -1,0 +1,43 @@
+"""Mixed precision and the module preparation a run asks for (channels-last,
+compilation, DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+
+from utils.engine.distributed import DistInfo
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
+    """bf16 where the device supports it (CPUs, recent GPUs), fp16 otherwise."""
+    if not enabled:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def prepare(method: torch.nn.Module, device: torch.device, dist_info: DistInfo,
+            compile: bool = False, channels_last: bool = False) -> torch.nn.Module:
+    """The module ``fit`` trains: ``method`` after the channels-last conversion
+    and in-place compilation of its network (state_dict keys stay those of
+    the official layout), wrapped in DistributedDataParallel under torchrun."""
+    net = method.network
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        method.channels_last = True
+    if compile:
+        net.compile()
+    if not dist_info.enabled:
+        return method
+    return torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=[device.index] if device.type == "cuda" else None)
