@@ -27,8 +27,11 @@ from utils.engine.run import check_run_files, load_resume, train_and_report
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
     # the official flags and defaults
-    p.add_argument("--lr", type=positive_float, default=0.005,
-                   help="learning rate (network and centers)")
+    p.add_argument("--lr", "--lr1", dest="lr", type=positive_float, default=0.005,
+                   help="learning rate of the network (--lr1 in the published script), and of "
+                        "the centers unless --lr2 is given")
+    p.add_argument("--lr2", type=positive_float,
+                   help="learning rate of the class centers (default: --lr)")
     p.add_argument("--save", help="checkpoint file name, written under --checkpoint-dir")
     p.add_argument("--bs", type=positive_int, default=256,
                    help="batch size (per process under torchrun)")
@@ -39,6 +42,9 @@ def get_args_parser():
                    help="weight of the center separation term")
     p.add_argument("--eta", type=non_negative_float, default=0.01,
                    help="weight of the quantization (regression) term")
+    p.add_argument("--lamda", type=non_negative_float, default=1.0,
+                   help="ridge term of the regression matrix W (the published spelling); "
+                        "0: pseudo-inverse, the per-class mean")
     # added here
     p.add_argument("--arch", choices=network_names("hashing"),
                    help="network (default by dataset and image size)")
@@ -75,8 +81,8 @@ def train(args, dist_info, device):
     loaders = make_loaders(splits, args.bs, device, args.seed, args.workers,
                            rank=dist_info.rank, world_size=dist_info.world_size)
     method = DCDH(arch, args.len, splits.num_classes, args.sigma, args.inner_param, args.eta,
-                  pretrained=args.pretrained).to(device)
-    optimizer = method.optimizer(recipe, args.lr)
+                  args.lamda, pretrained=args.pretrained).to(device)
+    optimizer = method.optimizer(recipe, args.lr, args.lr2)
     scheduler = StepLR(optimizer, recipe.lr_step, recipe.lr_gamma)
     epochs = args.epochs or recipe.epochs
     eval_every = recipe.eval_every if args.eval_every is None else args.eval_every
@@ -91,7 +97,8 @@ def train(args, dist_info, device):
                  f"{args.len} bits, batch {args.bs}, lr {args.lr}, {epochs} epochs, "
                  f"{recipe.describe()}, device {device}, {dist_info.world_size} process(es), "
                  f"seed {args.seed}")
-        log.info(f"HyperParams: sigma {args.sigma}  inner_param {args.inner_param}  eta {args.eta}")
+        log.info(f"HyperParams: sigma {args.sigma}  inner_param {args.inner_param}  eta {args.eta}  "
+                 f"lamda {args.lamda}")
         log.info(f"Arguments: {vars(args)}")
         final = train_and_report(method, optimizer, scheduler, loaders, config, resume,
                                  title=f"best checkpoint {files.best}")

@@ -17,7 +17,7 @@ five questions:
   entries of its checkpoint in the published layout, and back, with a
   one-line error when a file does not fit.
 
-``utils.engine.fit`` trains any method; ``Method.evaluate`` encodes a
+``utils.engine.loop.fit`` trains any method; ``Method.evaluate`` encodes a
 database and queries and ranks them on the training device.
 """
 

@@ -44,9 +44,10 @@ class DCDH(Method):
     computed in float32 (also under --amp)."""
 
     def __init__(self, arch: str, bits: int, num_classes: int, sigma: float = 0.25,
-                 inner_param: float = 0.1, eta: float = 0.01, pretrained=None):
+                 inner_param: float = 0.1, eta: float = 0.01, lamda: float = 1.0, pretrained=None):
         super().__init__()
-        self.arch, self.bits, self.num_classes, self.eta = arch, bits, num_classes, eta
+        self.arch, self.bits, self.num_classes = arch, bits, num_classes
+        self.eta, self.lamda = eta, lamda
         try:
             self.net = create_network(arch, bits, pretrained=pretrained)
         except (OSError, ValueError, RuntimeError) as exc:  # a missing or foreign --pretrained file
@@ -60,18 +61,19 @@ class DCDH(Method):
     def forward(self, images, labels):
         codes = self.net(images)
         with torch.autocast(codes.device.type, enabled=False):
-            return dcdh_loss(codes.float(), labels, self.criterion, self.eta)
+            return dcdh_loss(codes.float(), labels, self.criterion, self.eta, self.lamda)
 
-    def optimizer(self, recipe, lr: float) -> torch.optim.Optimizer:
-        """The published optimizer: two groups (network, centers); with Adam,
-        amsgrad on the network group only."""
-        net, centers = list(self.net.parameters()), list(self.criterion.parameters())
+    def optimizer(self, recipe, lr: float, centers_lr=None) -> torch.optim.Optimizer:
+        """The published optimizer: two groups (network, centers; the published
+        --lr1 and --lr2); with Adam, amsgrad on the network group only."""
+        net = {"params": list(self.net.parameters()), "lr": lr}
+        centers = {"params": list(self.criterion.parameters()),
+                   "lr": lr if centers_lr is None else centers_lr}
         if recipe.optimizer == "adam":
-            return torch.optim.Adam([{"params": net, "amsgrad": True},
-                                     {"params": centers, "amsgrad": False}],
+            return torch.optim.Adam([{**net, "amsgrad": True}, {**centers, "amsgrad": False}],
                                     lr=lr, weight_decay=recipe.weight_decay)
-        return torch.optim.SGD([{"params": net}, {"params": centers}], lr=lr,
-                               momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD([net, centers], lr=lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
 
     # -- checkpoints ----------------------------------------------------------------
     def official_state(self) -> dict:

@@ -1,4 +1,4 @@
-"""models/dcdh.py: the dual-constrained center loss and the regression step."""
+"""models/losses/dcdh.py: the dual-constrained center loss and the regression step."""
 
 import math
 
@@ -13,15 +13,21 @@ def one_hot(labels, num_classes):
     return F.one_hot(labels, num_classes).double()
 
 
-def test_closed_form_w_equals_pseudo_inverse():
+def test_closed_form_w_equals_the_published_inverse():
+    """The published W = inverse(YᵀY + lamda I) Yᵀ sign(H) (lamda 1), and the
+    pseudo-inverse form for lamda 0."""
     gen = torch.Generator().manual_seed(0)
     for trial in range(5):
         n, c, bits = 40, 9, 12
         labels = torch.randint(0, c - 2, (n,), generator=gen)  # some classes absent
         signs = torch.sign(torch.randn(n, bits, generator=gen, dtype=torch.float64))
         y = one_hot(labels, c)
-        official = torch.linalg.pinv(y.T @ y) @ y.T @ signs
-        assert torch.allclose(regression_weights(signs, labels, c), official, atol=1e-12)
+        published = torch.inverse(y.T @ y + torch.eye(c, dtype=torch.float64)) @ y.T @ signs
+        assert torch.allclose(regression_weights(signs, labels, c), published, atol=1e-12)
+        ridge = torch.inverse(y.T @ y + 0.3 * torch.eye(c, dtype=torch.float64)) @ y.T @ signs
+        assert torch.allclose(regression_weights(signs, labels, c, lamda=0.3), ridge, atol=1e-12)
+        pinv = torch.linalg.pinv(y.T @ y) @ y.T @ signs
+        assert torch.allclose(regression_weights(signs, labels, c, lamda=0), pinv, atol=1e-12)
     # absent classes get zero rows
     assert regression_weights(signs, labels, c)[c - 1].abs().sum() == 0
 

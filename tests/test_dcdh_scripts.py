@@ -127,6 +127,7 @@ def test_train_writes_official_layout_and_evaluates(tmp_path, capsys):
     assert tuple(ckpt["centers"]["centers"].shape) == (4, 12)
     assert ckpt["args"]["len"] == 12 and ckpt["arch"] == "dfhnet"
     trained = json.loads(out.read_text())
+    assert trained["epochs_run"] == 2 and trained["train_seconds"] > 0 and trained["best_epoch"] >= 1
     logs = list((tmp_path / "log").glob("12bits_synthetic_*.txt"))
     assert len(logs) == 1 and "[epoch: 2]" in logs[0].read_text()
     # the official evaluation command gives the training run's final numbers

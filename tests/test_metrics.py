@@ -1,4 +1,4 @@
-"""utils.metrics against the values the official implementations compute
+"""utils.retrieval.metrics against the values the official implementations compute
 (tests/fixtures/metrics, see its README), on both back ends."""
 
 import itertools

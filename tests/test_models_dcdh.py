@@ -144,30 +144,37 @@ def test_fill_tensor_rules():
 # ---------------------------------------------------------------- checkpoint layout
 
 
-def test_dcdh_checkpoint_roundtrip(tmp_path):
-    """Stands in for the synthetic dcdh_facescrub48_synthetic.tar: same layout, same values."""
+def test_dcdh_method_writes_the_published_layout(tmp_path):
+    """What the DCDH method writes (official_state through our atomic writer)
+    loads the way the published evaluation loads it, key for key, and gives
+    the golden outputs; and the published file loads back into the method."""
+    from methods.dcdh import DCDH
+    from utils.engine.checkpoint import load_checkpoint, save_checkpoint
+
     golden = load_golden("golden_dcdh_dfhnet48.npz")
+    manifest = load_manifest("dcdh_dfhnet_48.json")
     backbone = fill_state_dict(DFHNet(48))
     centers = fill_tensor("centers", (530, 48), k=len(backbone))
+    method = DCDH("dfhnet", 48, 530)
+    method.load_official_state({"backbone": backbone, "centers": OrderedDict(centers=centers)})
     path = tmp_path / "dcdh_facescrub48.tar"
-    torch.save({"backbone": backbone, "centers": OrderedDict(centers=centers)}, path)
+    save_checkpoint(method.official_state(), path)
 
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    assert list(ck) == ["backbone", "centers"]
-    assert list(ck["centers"]) == ["centers"]
+    ck = torch.load(path, map_location="cpu")  # as the published evaluation.py does
+    assert list(ck) == ["backbone", "centers"] and list(ck["centers"]) == ["centers"]
+    assert list(ck["backbone"]) == list(manifest["state_dicts"]["backbone"])
+    assert list(ck) == manifest["top_level_keys"]
     np.testing.assert_array_equal(ck["centers"]["centers"].numpy(), golden["centers"])
-    assert list(ck["backbone"]) == list(backbone)
-    for name, tensor in backbone.items():
-        assert ck["backbone"][name].dtype == tensor.dtype
-        assert torch.equal(ck["backbone"][name], tensor), name
-
     net = DFHNet(48)
     net.load_state_dict(ck["backbone"])
-    net.eval()
     with torch.no_grad():
-        out = net(torch.from_numpy(golden["input"])).numpy()
+        out = net.eval()(torch.from_numpy(golden["input"])).numpy()
     ref = golden["output_float64"]
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+    again = DCDH("dfhnet", 48, 530)
+    again.load_official_state(load_checkpoint(path), path)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                  method.state_dict().values()))
 
 
 def test_dfhnet_trains():

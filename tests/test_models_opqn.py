@@ -178,21 +178,25 @@ def test_golden_quant_index(key):
                                   golden["quant_index"])
 
 
-def test_checkpoint_roundtrip(tmp_path):
-    """The official file layout: {'backbone': 'module.'-prefixed state_dict, 'mlp': Parameter}."""
+def test_opqn_method_writes_the_published_layout(tmp_path):
+    """The OPQN method's file: {'backbone': 'module.'-prefixed state_dict, 'mlp':
+    Parameter}, loadable the published way (DataParallel(net).load_state_dict),
+    giving the golden outputs and quantization indices."""
+    from methods.opqn import OPQN, PQConfig
+    from utils.engine.checkpoint import save_checkpoint
+
     golden, _, backbone, _ = golden_run("s4_D512")
-    head = OrthoPQ(512, 4, 64, num_classes=3)
-    with torch.no_grad():
-        head.mlp.copy_(torch.from_numpy(golden["mlp"]))
+    method = OPQN(PQConfig(24, 4, 64, 512, 4, 20.0), num_classes=3)
+    method.load_official_state({"backbone": backbone, "mlp": torch.from_numpy(golden["mlp"])})
     path = tmp_path / "opqn.tar"
-    torch.save({"backbone": backbone, "mlp": head.mlp}, path)
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    save_checkpoint(method.official_state(), path)
+    ck = torch.load(path, map_location="cpu")
     assert list(ck) == ["backbone", "mlp"] and isinstance(ck["mlp"], nn.Parameter)
-    net = empty_net(512, 4)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in ck["backbone"].items()})
-    net.eval()
+    assert list(ck["backbone"]) == list(backbone)
+    wrapper = nn.DataParallel(empty_net(512, 4))
+    wrapper.load_state_dict(ck["backbone"])
     with torch.no_grad():
-        out = net(torch.from_numpy(golden["input"]))
+        out = wrapper.eval()(torch.from_numpy(golden["input"]))
     np.testing.assert_array_equal(out.numpy(), golden["output"])
     np.testing.assert_array_equal(quantization_index(out, ck["mlp"].detach()).T.long().numpy(),
                                   golden["quant_index"])

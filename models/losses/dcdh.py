@@ -7,13 +7,15 @@ Per batch with relaxed codes H [n, L] and labels y:
   of each code under its class center, -log softmax_c(-sigma/2 * ||h - c||^2)
   at the true class, plus ``inner_param`` times the mean over center pairs of
   log(1 + exp(L/2 * cos(c_i, c_j))), which pushes centers apart;
-* regression (``regression_targets``): W = (YᵀY)⁺ Yᵀ sign(H) and
+* regression (``regression_targets``): W = (YᵀY + lamda I)⁻¹ Yᵀ sign(H) and
   B = sign(Y W + eta H), then the quantization term eta * ||H - B||² / n.
 
-The official code computes W with a pseudo-inverse.  For one-hot Y, YᵀY is
-diagonal (class counts), so row c of W is the mean of sign(H) over the batch
-items of class c (zero for classes absent from the batch); we use that closed
-form, which costs O(n L) instead of a C x C inversion.
+The published ``dcdh_train.py`` computes W with ``torch.inverse`` of the
+C x C matrix, ``--lamda`` 1.  For one-hot Y, YᵀY is diagonal (class counts),
+so row c of W is the sum of sign(H) over the batch items of class c divided by
+(count + lamda), zero for classes absent from the batch; we use that closed
+form, which costs O(n L) instead of a C x C inversion.  ``lamda`` 0 gives the
+pseudo-inverse form, the per-class mean.
 """
 
 import torch
@@ -65,27 +67,30 @@ class DualClasswiseLoss(nn.Module):
         return self.likelihood_loss(codes, labels) + self.inner_param * self.separation_loss()
 
 
-def regression_weights(sign_codes, labels, num_classes):
-    """W [num_classes, L]: per-class mean of sign(H) over the batch (0 if absent).
+def regression_weights(sign_codes, labels, num_classes, lamda=1.0):
+    """W [num_classes, L]: per-class sum of sign(H) over the batch / (count + lamda),
+    0 for absent classes.
 
-    Equals pinv(YᵀY) Yᵀ sign(H) for the one-hot label matrix Y."""
+    Equals (YᵀY + lamda I)⁻¹ Yᵀ sign(H) for the one-hot label matrix Y, and
+    pinv(YᵀY) Yᵀ sign(H) (the per-class mean) for lamda = 0."""
     labels = labels.view(-1).long()
     sums = torch.zeros(num_classes, sign_codes.shape[1], dtype=sign_codes.dtype,
                        device=sign_codes.device).index_add_(0, labels, sign_codes)
     counts = torch.bincount(labels, minlength=num_classes).to(sign_codes.dtype)
-    return sums / counts.clamp(min=1).unsqueeze(1)
+    denominator = counts + lamda if lamda > 0 else counts.clamp(min=1)
+    return sums / denominator.unsqueeze(1)
 
 
-def regression_targets(codes, labels, num_classes, eta):
+def regression_targets(codes, labels, num_classes, eta, lamda=1.0):
     """Binary targets B = sign(Y W + eta H) of the regression step (no gradient)."""
     with torch.no_grad():
         codes = codes.float()  # the regression stays in float32 under autocast
-        w = regression_weights(torch.sign(codes), labels, num_classes)
+        w = regression_weights(torch.sign(codes), labels, num_classes, lamda)
         return torch.sign(w[labels.view(-1).long()] + eta * codes)
 
 
-def dcdh_loss(codes, labels, criterion, eta):
+def dcdh_loss(codes, labels, criterion, eta, lamda=1.0):
     """The full DCDH training loss of one batch: dual constraint + eta * quantization."""
-    targets = regression_targets(codes, labels, criterion.num_classes, eta)
+    targets = regression_targets(codes, labels, criterion.num_classes, eta, lamda)
     quantization = (codes.float() - targets).pow(2).sum() / codes.shape[0]
     return criterion(codes.float(), labels) + eta * quantization

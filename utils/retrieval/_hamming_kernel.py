@@ -1,4 +1,4 @@
-"""CPU kernel behind utils.metrics: Hamming-ranking statistics without sorting.
+"""CPU kernel behind utils.retrieval.metrics: Hamming-ranking statistics without sorting.
 
 For each query (queries run in parallel) one pass over the database, in
 index order: the distance by XOR and popcount of 64-bit words, the count of

@@ -1,0 +1,129 @@
+"""What every script shares: checked numeric flags (one line, exit 2),
+strict --deterministic, loader defaults, the DCDH optimizer as published, and
+the import direction between the packages."""
+
+import ast
+import importlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from script_runner import run
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p.stem for p in ROOT.glob("*.py") if "def get_args_parser" in p.read_text())
+
+
+def test_scripts_are_found():
+    assert {"dcdh_train", "evaluation", "opqn_main"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_numeric_flag_is_checked(script):
+    """No flag takes a bare int or float: each uses a checked type of utils.cli."""
+    parser = importlib.import_module(script).get_args_parser()
+    unchecked = [a.option_strings[0] for a in parser._actions
+                 if a.type in (int, float) or (a.type is not None and a.option_strings
+                                               and a.type.__name__ in ("int", "float"))]
+    assert unchecked == []
+    numeric = [a for a in parser._actions if getattr(a.type, "checked_number", False)]
+    assert numeric, "a script without numeric flags?"
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("dcdh_train", ["--lr", "-1"], "error: argument --lr/--lr1: expected a positive number, got -1"),
+    ("dcdh_train", ["--bs", "0"], "error: argument --bs: expected a positive integer, got 0"),
+    ("dcdh_train", ["--eta", "inf"], "error: argument --eta: expected a number >= 0, got inf"),
+    ("dcdh_train", ["--workers", "-2"], "error: argument --workers: expected an integer >= 0, got -2"),
+    ("dcdh_train", ["--epochs", "ten"], "error: argument --epochs: expected a positive integer, got 'ten'"),
+    ("evaluation", ["--radius", "-1"], "error: argument --radius: expected an integer >= 0, got -1"),
+    ("evaluation", ["--topk", "5", "0"], "error: argument --topk: expected a positive integer, got 0"),
+    ("opqn_main", ["--miu", "-0.1"], "error: argument --miu: expected a number >= 0, got -0.1"),
+    ("opqn_main", ["--words", "0"], "error: argument --words: expected a positive integer, got 0"),
+])
+def test_bad_numbers_are_one_line(capsys, script, argv, message):
+    assert run(importlib.import_module(script), *argv) == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_deterministic_is_strict(monkeypatch):
+    from utils.engine.rng import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        seed_everything(0, deterministic=True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark is False
+        seed_everything(0, deterministic=False)
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = False
+
+
+def test_loader_defaults(tmp_path):
+    from PIL import Image
+
+    from data import DataRequest, build_splits, make_loaders
+
+    memory = build_splits("synthetic", DataRequest(options=dict(num_identities=2)))
+    loaders = make_loaders(memory, 8, torch.device("cpu"))
+    assert loaders.train.num_workers == 0 and loaders.database.num_workers == 0
+    for split in ("train", "test"):
+        path = tmp_path / split / "a" / "0.png"
+        path.parent.mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(path)
+    files = build_splits("folder", DataRequest(root=str(tmp_path)))
+    loaders = make_loaders(files, 8, torch.device("cpu"))
+    assert loaders.train.num_workers == min(8, os.cpu_count())
+    assert loaders.train.persistent_workers and loaders.queries.persistent_workers
+    assert not loaders.train.pin_memory  # pinned memory only for CUDA runs
+    assert make_loaders(files, 8, torch.device("cpu"), workers=0).train.num_workers == 0
+
+
+def test_dcdh_optimizer_is_the_published_one():
+    """Adam with amsgrad on the network group only (the centers group is plain
+    Adam), weight decay 1e-4 on both; SGD for the 112-pixel recipe."""
+    from methods.dcdh import DCDH
+    from methods.recipes.dcdh import recipe_for
+
+    method = DCDH("dfhnet", 12, 3)
+    adam = method.optimizer(recipe_for("facescrub", 32), lr=0.005)
+    assert isinstance(adam, torch.optim.Adam)
+    net, centers = adam.param_groups
+    assert net["amsgrad"] is True and centers["amsgrad"] is False
+    assert net["weight_decay"] == centers["weight_decay"] == 1e-4 and net["lr"] == 0.005
+    assert centers["params"] == [method.criterion.centers]
+    split = method.optimizer(recipe_for("facescrub", 32), lr=0.005, centers_lr=0.01)
+    assert [g["lr"] for g in split.param_groups] == [0.005, 0.01]  # --lr1 / --lr2
+    sgd = DCDH("sphere20", 12, 3).optimizer(recipe_for("vggface2", 112), lr=0.01)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert [g["momentum"] for g in sgd.param_groups] == [0.9, 0.9]
+    assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4, 5e-4]
+
+
+# packages and the project packages each may import (utils at the bottom)
+ALLOWED = {"utils": {"utils"}, "models": {"models"}, "data": {"data", "utils"},
+           "methods": {"methods", "models", "data", "utils"}}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_run_one_way(package):
+    offending = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top in ALLOWED and top not in ALLOWED[package]:
+                    offending.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offending == []
