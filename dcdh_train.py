@@ -100,13 +100,14 @@ def train(args, dist_info, device):
         log.info(f"HyperParams: sigma {args.sigma}  inner_param {args.inner_param}  eta {args.eta}  "
                  f"lamda {args.lamda}")
         log.info(f"Arguments: {vars(args)}")
-        final = train_and_report(method, optimizer, scheduler, loaders, config, resume,
-                                 title=f"best checkpoint {files.best}")
-        if final is not None:
-            log.info(f"log written to {log_file}")
-    if final is not None and args.json:
-        write_json(args.json, final)
-    return final
+        outcome = train_and_report(method, optimizer, scheduler, loaders, config, resume,
+                                   title=f"best checkpoint {files.best}")
+        if outcome is None:
+            return None
+        log.info(f"log written to {log_file}")
+    if args.json:
+        write_json(args.json, outcome.metrics)
+    return outcome.metrics
 
 
 if __name__ == "__main__":

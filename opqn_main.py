@@ -133,9 +133,10 @@ def train(args, dist_info, device):
                      f"{epochs} epochs, device {device}, {dist_info.world_size} process(es), "
                      f"seed {args.seed}")
             log.info(f"Arguments: {vars(args)}")
-            final = train_and_report(method, optimizer, scheduler, loaders, fit_config, resume)
-            if final is None:
+            outcome = train_and_report(method, optimizer, scheduler, loaders, fit_config, resume)
+            if outcome is None:
                 continue
+            final = outcome.metrics
             final.update(num=config.num_books, words=config.num_words)
             log.info(f"log written to {log_file}")
         results.append(final)

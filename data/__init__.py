@@ -5,13 +5,16 @@ loaders and samplers.
 * ``faces.py``: DCDH / OPQN face datasets (facescrub, youtube, cfw, vggface2,
   folder, synthetic), on ``ddh.py`` (DDH pickles), ``folders.py`` (identity
   folder trees) and ``synthetic.py`` (built-in procedural faces).
+* ``fine_grained.py``: CUB-200-2011 and Stanford Dogs in their official
+  release layouts (triplet hashing).
 * ``transforms.py``: one preset per method, each its published pipeline.
+* ``samplers.py``: class-balanced and random batch samplers.
 * ``loaders.py``: the training, database and query loaders of a run.
 
 Problems a user can fix raise :class:`DatasetError` with a one-line message.
 """
 
-from data import faces  # noqa: F401  (registers the face datasets)
+from data import faces, fine_grained  # noqa: F401  (register their datasets)
 from data.ddh import DDHFaces, find_ddh_root
 from data.errors import DatasetError
 from data.loaders import Loaders, make_loaders

@@ -16,9 +16,14 @@ preset            steps (S = output side)                              published
                   RandomCrop(32) + flip / CenterCrop(32) ->            YouTube / CFW as 32x32
                   Normalize((0.639, 0.479, 0.404), (0.216, 0.183,      images
                   0.171))
+``triplet``       PIL Resize((R, R)), R = round(S*256/224) (aspect ratio   Image-Retrieval main.py
+                  ignored) -> RandomCrop(S) + flip / CenterCrop(S) ->  ``get_dataset``
+                  ToTensor -> Normalize with the CIFAR-10 statistics
+                  (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 ================  ===================================================  ===========================
 
-The 32-pixel image folders (CFW, and FaceScrub / YouTube stored as images)
+The triplet preset keeps the published CIFAR-10 normalisation although the
+backbone is ImageNet-pretrained (as published).  The 32-pixel image folders (CFW, and FaceScrub / YouTube stored as images)
 exist only in OPQN's published code, so DCDH reads them with ``opqn_small``
 too.  Random crops and flips are drawn per image (OPQN draws them once per
 batch on the GPU; the difference is listed in the README).
@@ -84,10 +89,29 @@ def opqn_small_preset(img_size: int, train: bool) -> Callable:
     return _tensor_resize_preset(img_size, train, resize, SMALL_FACE_MEAN, SMALL_FACE_STD)
 
 
+# the published statistics of triplet hashing (CIFAR-10's, on CUB and Dogs)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+def triplet_preset(img_size: int, train: bool) -> Callable:
+    """PIL image -> float32 [3, S, S]: square resize to 256 (at S = 224), crop."""
+    from torchvision import transforms
+
+    resize = (img_size * 256 * 2 + 224) // 448  # round(S * 256 / 224), halves up
+    return transforms.Compose([
+        transforms.Resize((resize, resize)),
+        *_crop_and_flip(transforms, img_size, train),
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ])
+
+
 PRESETS: Dict[str, Callable] = {
     "dcdh": dcdh_preset,
     "opqn": opqn_preset,
     "opqn_small": opqn_small_preset,
+    "triplet": triplet_preset,
 }
 
 

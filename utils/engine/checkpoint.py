@@ -43,7 +43,8 @@ def load_checkpoint(path, allow: Iterable = (), expect_dict: bool = True):
         with torch.serialization.safe_globals(list(allow)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
+        # a refused class names a GLOBAL; anything else is a damaged or foreign file
+        if "GLOBAL" in str(exc) or "global" in str(exc).split("Check the documentation")[0]:
             raise CheckpointError(
                 f"refusing to load {path}: it holds pickled objects other than tensors and "
                 f"plain containers (loaded with weights_only=True; only load files you trust "

@@ -109,7 +109,9 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
     trained = prepare(method, device, dist_info, config.compile, config.channels_last)
     dtype = amp_dtype(device, config.amp)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    generator = getattr(loaders.train, "generator", None)
+    # the random order of the data: the loader's generator, or its batch sampler's
+    generator = getattr(loaders.train, "generator", None) or \
+        getattr(getattr(loaders.train, "batch_sampler", None), "generator", None)
     last_path = config.resume_path()
     start, best, best_epoch, metrics = 0, config.worst(), -1, None
     if resume is not None:

@@ -39,8 +39,22 @@ def load_resume(args, files: RunFiles) -> Optional[dict]:
     return resume_from(args.resume, files.last, args.checkpoint_dir)
 
 
+@dataclass
+class RunOutcome:
+    """What a training run ends with: the metrics of the best file and its codes."""
+    metrics: dict
+    queries: object  # methods.base.Encoded
+    database: object
+
+    def save_codes(self, path) -> None:
+        from utils.retrieval.codes_io import save_codes
+
+        save_codes(path, self.database.values.cpu(), self.queries.values.cpu(),
+                   self.database.labels.cpu(), self.queries.labels.cpu())
+
+
 def train_and_report(method, optimizer, scheduler, loaders, config: FitConfig,
-                     resume: Optional[dict] = None, title: str = "") -> Optional[dict]:
+                     resume: Optional[dict] = None, title: str = "") -> Optional[RunOutcome]:
     """``fit``, then the metrics of the best file (the one a user evaluates);
     None on processes other than the first."""
     result = fit(method, optimizer, scheduler, loaders, config, resume)
@@ -57,10 +71,10 @@ def train_and_report(method, optimizer, scheduler, loaders, config: FitConfig,
         log.info(f"Training completed after {result.epochs_run} epochs; no best file was "
                  f"written, the last weights are in {config.resume_path()}")
         evaluated = f"{title or config.resume_path()} (last epoch)"
-    final, _, _ = method.evaluate(loaders.database, loaders.queries, config.device,
-                                  config.metrics, config.progress)
+    final, queries, database = method.evaluate(loaders.database, loaders.queries, config.device,
+                                               config.metrics, config.progress)
     final.update(checkpoint=str(config.best_path), best_epoch=result.best_epoch,
                  epochs_run=result.epochs_run, train_seconds=round(result.train_seconds, 3))
     final["best_loss" if what == "loss" else "best_mAP_during_training"] = result.best_value
     log.info(format_metrics(final, evaluated))
-    return final
+    return RunOutcome(final, queries, database)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from utils.retrieval.options import DEFAULT_TOPK
-from utils.retrieval.tensors import as_tensor as _as_tensor, rows_per_chunk
+from utils.retrieval.tensors import as_tensor, as_tensor as _as_tensor, rows_per_chunk
 
 try:  # the fast CPU kernel; the torch back end covers its absence
     from utils.retrieval import _hamming_kernel
@@ -75,6 +75,22 @@ def to_bits(codes, num_bits: Optional[int] = None, name: str = "codes") -> torch
         raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found non-integer values")
     vals = sorted(int(v) for v in values.tolist())
     raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found {vals[:5]}")
+
+
+def ternary_as_bits(codes) -> torch.Tensor:
+    """Codes with -1 / 0 / +1 entries (what ``torch.sign`` gives for an exact 0,
+    as the published triplet and DCDH code keep them) as bits that rank the
+    same way: each position becomes 3 one-hot bits, so two codes differ in 2
+    bits wherever their entries differ.  Hamming distances are doubled (a
+    radius r is 2r here); the ranking and every ranking metric are the
+    published ones, which count differing entries (``(q != x).sum()``)."""
+    t = as_tensor(codes, "codes")
+    if t.ndim != 2:
+        raise ValueError(f"codes must be a 2-D array [n, bits], got shape {tuple(t.shape)}")
+    values = t.round().long()
+    if not bool(((values >= -1) & (values <= 1)).all()) or not torch.equal(values.to(t.dtype), t):
+        raise ValueError("ternary codes must hold only -1, 0 and +1")
+    return torch.nn.functional.one_hot(values + 1, 3).bool().flatten(1)
 
 
 def as_labels(labels, name: str = "labels") -> torch.Tensor:
