@@ -7,6 +7,8 @@ loaders and samplers.
   folder trees) and ``synthetic.py`` (built-in procedural faces).
 * ``fine_grained.py``: CUB-200-2011 and Stanford Dogs in their official
   release layouts (triplet hashing).
+* ``multiview.py``: DCHN's multi-view, multi-label feature sets in the
+  published layouts and splits (and a built-in synthetic one).
 * ``transforms.py``: one preset per method, each its published pipeline.
 * ``samplers.py``: class-balanced and random batch samplers.
 * ``loaders.py``: the training, database and query loaders of a run.
@@ -14,7 +16,7 @@ loaders and samplers.
 Problems a user can fix raise :class:`DatasetError` with a one-line message.
 """
 
-from data import faces, fine_grained  # noqa: F401  (register their datasets)
+from data import faces, fine_grained, multiview  # noqa: F401  (register their datasets)
 from data.ddh import DDHFaces, find_ddh_root
 from data.errors import DatasetError
 from data.loaders import Loaders, make_loaders

@@ -2,7 +2,7 @@
 training recipes live in ``recipes/``.  ``method_class(name)`` gives a
 method by its registry name."""
 
-from methods import dcdh, opqn  # noqa: F401  (register the methods)
+from methods import dcdh, dchn, opqn, triplet  # noqa: F401  (register the methods)
 from methods.base import Encoded, Method, class_ids, sign_codes
 from methods.registry import method_class, method_names, register_method
 

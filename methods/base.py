@@ -150,6 +150,10 @@ class Method(nn.Module):
         """Entries besides the official ones that a continuation needs."""
         return {}
 
+    def epoch_finished(self, epoch: int, loss: float) -> None:
+        """Called after each epoch (0-based) with its mean loss, before the
+        checkpoints are written (DCHN records its loss history)."""
+
     def load_resume_state(self, checkpoint: dict) -> None:
         pass
 

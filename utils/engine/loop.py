@@ -53,7 +53,7 @@ class FitConfig:
     """Everything about a run that is not the method, optimizer, scheduler or data."""
     epochs: int
     device: torch.device
-    best_path: Path
+    best_path: Optional[Path]  # None: no best file (DCHN keeps only its last checkpoint)
     last_path: Optional[Path] = None  # default: <best>_last<ext>
     monitor: str = "loss"  # "loss" (lower is better) or "mAP" (higher, at evaluations)
     patience: Optional[int] = None  # stop after this many epochs without a lower loss
@@ -139,6 +139,7 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
             value = epoch_loss if config.monitor == "loss" else (
                 metrics["mAP"] if evaluated and dist_info.is_main else None)
             improved = config.better(value, best)
+            method.epoch_finished(epoch, epoch_loss)
             if improved:
                 best, best_epoch = value, epoch
             if config.monitor == "mAP" and evaluated and dist_info.is_main:
@@ -147,7 +148,7 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
             if dist_info.is_main:
                 state = _training_state(method, optimizer, scheduler, scaler, config, generator,
                                         epoch, epoch_loss, metrics, best, best_epoch)
-                if improved:
+                if improved and config.best_path is not None:
                     save_checkpoint(_official_file(method, state), config.best_path)
                 if evaluated and config.snapshot_pattern:
                     snapshot = Path(config.snapshot_pattern.format(epoch=epoch))
@@ -191,8 +192,7 @@ def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfi
             step = first + int(bad[0]) + 1
             raise TrainingError(
                 f"the loss became {float(values[int(bad[0])])} at epoch {epoch + 1}, step {step}; "
-                f"stopped, the last good checkpoints are kept ({config.best_path} and "
-                f"{config.resume_path().name}); try a lower --lr")
+                f"stopped, the last good checkpoints are kept ({_kept(config)}); try a lower --lr")
         weights = torch.tensor(sizes, dtype=torch.float64)
         total += float((values * weights).sum())
         count += int(weights.sum())
@@ -220,6 +220,12 @@ def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfi
     return total, count
 
 
+def _kept(config: FitConfig) -> str:
+    if config.best_path is None:
+        return str(config.resume_path())
+    return f"{config.best_path} and {config.resume_path().name}"
+
+
 # -- checkpoint contents ---------------------------------------------------------------
 
 def _training_state(method, optimizer, scheduler, scaler, config, generator, epoch, loss,
@@ -235,17 +241,25 @@ def _training_state(method, optimizer, scheduler, scaler, config, generator, epo
     }
 
 
+def _with_our_keys(official: dict, extra: dict, state: dict) -> dict:
+    """The published entries first, and never replaced by ours (DCHN's files
+    have their own 'epoch' and 'loss')."""
+    merged = {**official, **extra}
+    merged.update({k: v for k, v in state.items() if k not in merged})
+    return merged
+
+
 def _official_file(method, state: dict):
     """The best / snapshot file: the published layout (plus our keys where it has room)."""
     if method.bare_state_dict:
         return method.official_state()
-    return {**method.official_state(), **method.resume_state(), **state}
+    return _with_our_keys(method.official_state(), method.resume_state(), state)
 
 
 def _resume_file(method, state: dict) -> dict:
     if method.bare_state_dict:
-        return {"model": method.official_state(), **method.resume_state(), **state}
-    return {**method.official_state(), **method.resume_state(), **state}
+        return _with_our_keys({"model": method.official_state()}, method.resume_state(), state)
+    return _with_our_keys(method.official_state(), method.resume_state(), state)
 
 
 def _restore(method, optimizer, scheduler, scaler, resume: dict, generator, config):

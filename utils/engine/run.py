@@ -61,7 +61,7 @@ def train_and_report(method, optimizer, scheduler, loaders, config: FitConfig,
     if not config.dist.is_main:
         return None
     what = "loss" if config.monitor == "loss" else "mAP"
-    if Path(config.best_path).is_file():
+    if config.best_path is not None and Path(config.best_path).is_file():
         ckpt = load_checkpoint(config.best_path, expect_dict=not method.bare_state_dict)
         method.load_official_state(ckpt, config.best_path)
         log.info(f"Training completed: best {what} {result.best_value:.4f} at epoch "
