@@ -10,8 +10,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from utils.cli import (ArgumentParser, UsageError, add_data_args, add_device_arg,  # noqa: E402
-                       add_metric_args, check_writable_file, format_metrics, positive_int,
-                       run_script, write_json)
+                       add_metric_args, add_report_args, check_writable_file, format_metrics,
+                       positive_int, run_script, write_json)
 from utils.retrieval.options import DEFAULT_TOPK, MetricOptions  # noqa: E402
 
 
@@ -40,6 +40,7 @@ def get_args_parser():
                    help="metric back end (auto: numba on CPU, torch on GPU)")
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_report_args(p)
     return p
 
 
@@ -91,7 +92,9 @@ def evaluate_checkpoint(args):
         save_codes(args.save_codes, database.values.cpu(), queries.values.cpu(),
                    database.labels.cpu(), queries.labels.cpu())
     result["checkpoint"] = str(path)
-    return result
+    from utils.report.outputs import GridInputs
+
+    return result, GridInputs(method, queries, database, splits.queries, splits.database)
 
 
 def main(args):
@@ -100,16 +103,34 @@ def main(args):
     for flag in ("json", "save_codes"):
         if getattr(args, flag, None):
             check_writable_file(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.show_results and args.codes:
+        raise UsageError("--show-results needs images: use --load CHECKPOINT with a dataset "
+                         "(stored codes hold none)")
+    report = args.plot or args.show_results or args.report
+    if report:
+        from utils.report.outputs import check_outputs
+
+        check_outputs(args)
+    grid = None
     if args.codes:
         result = evaluate_stored_codes(args)
         title = f"codes {args.codes}"
     else:
-        result = evaluate_checkpoint(args)
+        result, grid = evaluate_checkpoint(args)
         title = f"checkpoint {args.load} on {args.dataset}"
     print(format_metrics(result, title))
     if args.json:
         write_json(args.json, result)
+    if report:
+        from utils.report.outputs import write_outputs
+
+        write_outputs(args, f"evaluation.py: {title}", settings_of(args), [(title, result)], grid)
     return result
+
+
+def settings_of(args) -> dict:
+    """The settings a report shows: every flag that was given a value."""
+    return {k: v for k, v in vars(args).items() if v not in (None, False, [])}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from methods.dchn import CHECKPOINT_ALLOW, DCHNView, checkpoint_name, cross_view_map, published_line
 from methods.recipes.dchn import PUBLISHED, per_view, recipe_for
-from utils.cli import (ArgumentParser, UsageError, check_writable_file, ensure_dir, fraction,
+from utils.cli import (ArgumentParser, UsageError, add_report_args, check_writable_file,
+                       ensure_dir, fraction,
                        int_at_least, non_negative_float, non_negative_int, positive_float,
                        positive_int, run_script, write_json)
 from utils.engine.checkpoint import CheckpointError, load_checkpoint
@@ -105,6 +106,7 @@ def get_args_parser():
     e.add_argument("--log-dir", default="log")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--no-progress", action="store_true")
+    add_report_args(p)  # with --mode eval: one curve per query view -> retrieval view
     return p
 
 
@@ -303,6 +305,13 @@ def evaluate(args):
                               f"{paths[missing[0]]}; train it with --mode train --view {missing[0]}")
     if args.json:
         check_writable_file(args.json, "--json")
+    if args.show_results:
+        raise UsageError("--show-results needs images; DCHN's views are feature vectors")
+    report = args.plot or args.report
+    if report:
+        from utils.report.outputs import check_outputs
+
+        check_outputs(args)
     features_dir = ensure_dir(args.features_dir, "--features-dir")
     queries, retrievals = [], []
     for v in wanted:
@@ -336,6 +345,18 @@ def evaluate(args):
                         for p in out["pairs"]]}
     if args.json:
         write_json(args.json, report)
+    if args.plot or args.report:
+        from utils.report.outputs import write_outputs
+
+        labels = [names[v] for v in wanted]
+        runs = [(f"{labels[p['query_view']]}→{labels[p['retrieval_view']]}", p["metrics"])
+                for p in out["pairs"]]
+        header = ["query view \\ retrieval view", *labels]
+        table = [[labels[j], *[float(results[j, i]) for i in range(len(labels))]]
+                 for j in range(len(labels))]
+        write_outputs(args, f"main_DCHN.py --mode eval: {args.datasets}, {args.output_shape} bits",
+                      {k: v for k, v in vars(args).items() if v not in (None, False, [])}, runs,
+                      extra_tables=[("cross-view mAP", header, table)])
     return report
 
 
@@ -370,6 +391,8 @@ def _save_codes_mat(path, queries, retrievals) -> None:
 
 
 def main(args):
+    if args.mode == "train" and (args.plot or args.show_results or args.report):
+        raise UsageError("--plot, --show-results and --report go with --mode eval")
     result = train(args) if args.mode == "train" else evaluate(args)
     if args.mode == "train" and args.json:
         write_json(args.json, result)

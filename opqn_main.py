@@ -10,6 +10,7 @@ Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --
 """
 
 import sys
+from pathlib import Path
 
 from torch.optim.lr_scheduler import StepLR
 
@@ -17,7 +18,7 @@ from data import DataRequest, build_splits, dataset_names, make_loaders
 from methods.opqn import OPQN, PQConfig
 from methods.recipes.opqn import SMALL_IMAGES, input_size, recipe_for
 from utils.cli import (ArgumentParser, UsageError, add_data_args, add_engine_args,
-                       add_metric_args, check_writable_file, data_kwargs, ensure_dir,
+                       add_metric_args, add_report_args, check_writable_file, data_kwargs, ensure_dir,
                        format_metrics, non_negative_float, positive_float, positive_int,
                        run_script, write_json)
 from utils.cli.device import resolve_device
@@ -63,6 +64,7 @@ def get_args_parser():
                    help="with -e: store features, database index, mlp and labels, one file per model")
     add_metric_args(p, SMALL_IMAGES.topk, radius=False)
     add_engine_args(p)  # --epochs: 200 for 32x32 data, 160 for 112x112, 7 synthetic
+    add_report_args(p)  # with -e; the grid shows the first model's retrieval
     return p
 
 
@@ -160,7 +162,7 @@ def evaluate_checkpoints(args, device):
                           cross_dataset=args.cross_dataset)
     splits = build_splits(args.dataset, request)
     loaders = make_loaders(splits, args.bs, device, workers=args.workers, train=False)
-    results = []
+    results, grid = [], None
     for i, (path, config) in enumerate(zip(paths, model_configs(args, splits.img_size))):
         method = OPQN(config, splits.num_classes).to(device)
         method.load_official_state(load_checkpoint(path), path)
@@ -171,8 +173,22 @@ def evaluate_checkpoints(args, device):
         print(format_metrics(result, where))
         if args.save_codes:
             save_features(args.save_codes[i], database, queries, method.head.mlp.detach())
+        if grid is None:
+            from utils.report.outputs import GridInputs
+
+            grid = GridInputs(method, queries, database, splits.queries, splits.database)
         results.append(result)
+    _report(args, [(f"{r['bits']} bits ({r['num']}x{r['words']}): {Path(r['checkpoint']).name}", r)
+                   for r in results], grid)
     return results
+
+
+def _report(args, runs, grid=None):
+    if args.plot or args.show_results or args.report:
+        from utils.report.outputs import write_outputs
+
+        settings = {k: v for k, v in vars(args).items() if v not in (None, False, [])}
+        write_outputs(args, f"opqn_main.py -e on {args.dataset}", settings, runs, grid)
 
 
 def save_features(path, database, queries, mlp):
@@ -202,12 +218,22 @@ def evaluate_features(args):
             raise UsageError(f"{path}: {exc}") from exc
         print(format_metrics(result, f"features {path}"))
         results.append(result)
+    _report(args, [(str(p), r) for p, r in zip(args.features, results)])
     return results
 
 
 def main(args):
     if args.json:
         check_writable_file(args.json, "--json")
+    if args.plot or args.show_results or args.report:
+        if not args.evaluate:
+            raise UsageError("--plot, --show-results and --report go with -e (evaluation)")
+        if args.show_results and args.features:
+            raise UsageError("--show-results needs images: evaluate checkpoints on a dataset "
+                             "(stored features hold none)")
+        from utils.report.outputs import check_outputs
+
+        check_outputs(args)
     if args.features:
         if not args.evaluate:
             raise UsageError("--features evaluates stored features: add -e")

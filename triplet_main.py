@@ -18,7 +18,7 @@ from methods.recipes.triplet import PUBLISHED, evaluation_epochs, recipe_for
 from methods.triplet import TripletHashing
 from models.hash_model import BACKBONES
 from models.miners import MINERS
-from utils.cli import (ArgumentParser, UsageError, add_device_arg, add_metric_args,
+from utils.cli import (ArgumentParser, UsageError, add_device_arg, add_metric_args, add_report_args,
                        check_writable_file, data_kwargs, ensure_dir, format_metrics,
                        non_negative_int, positive_float, positive_int, run_script, write_json)
 from utils.cli.parser import add_workers_arg
@@ -114,6 +114,7 @@ def get_args_parser():
     e.add_argument("--save-codes", metavar="OUT.npz", help="store the codes (stored-codes format)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_metric_args(p, DEFAULT_TOPK)
+    add_report_args(p)
     return p
 
 
@@ -200,6 +201,11 @@ def evaluate(args, device):
     for flag in ("json", "save_codes"):
         if getattr(args, flag):
             check_writable_file(getattr(args, flag), "--" + flag.replace("_", "-"))
+    report = args.plot or args.show_results or args.report
+    if report:
+        from utils.report.outputs import check_outputs
+
+        check_outputs(args)
     method = build_method(args).to(device)
     load_snapshot(method, path)
     splits = build_splits(dataset_of(args), data_request(args, augment=False))
@@ -212,6 +218,13 @@ def evaluate(args, device):
     if args.save_codes:
         save_codes(args.save_codes, database.values.cpu(), queries.values.cpu(),
                    database.labels.cpu(), queries.labels.cpu())
+    if report:
+        from utils.report.outputs import GridInputs, write_outputs
+
+        settings = {k: v for k, v in vars(args).items() if v not in (None, False, [])}
+        write_outputs(args, f"triplet_main.py -e: {path} on {args.dataset_name}", settings,
+                      [(Path(path).name, result)],
+                      GridInputs(method, queries, database, splits.queries, splits.database))
     return result
 
 
@@ -277,6 +290,8 @@ def train(args, dist_info, device):
 
 
 def main(args):
+    if (args.plot or args.show_results or args.report) and not args.evaluate:
+        raise UsageError("--plot, --show-results and --report go with -e (evaluation)")
     if args.evaluate:
         result = evaluate(args, device_of(args))
         if args.json:

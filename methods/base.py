@@ -129,6 +129,15 @@ class Method(nn.Module):
                               radius=options.radius, device=device, backend=options.backend,
                               **options.ranking_kwargs())
 
+    def top_k(self, queries: Encoded, database: Encoded, k: int, rows):
+        """(indices [n, k], Hamming distances [n, k]) of the first k database
+        items of the queries ``rows``, in ranking order (ties by index)."""
+        from utils.retrieval.metrics import hamming_distance
+
+        dist = hamming_distance(queries.values[rows].cpu(), database.values.cpu()).long()
+        order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+        return order.numpy(), dist.gather(1, order).numpy()
+
     def evaluate(self, database_loader, query_loader, device, options: MetricOptions,
                  progress: bool = True, dtype: Optional[torch.dtype] = None):
         """(metrics, queries, database): the test split ranked against the database."""

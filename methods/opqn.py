@@ -115,6 +115,16 @@ class OPQN(Method):
         return evaluate_pq(queries.values, database.values, queries.labels, database.labels,
                            self.head.mlp.detach(), device=device, **options.ranking_kwargs())
 
+    def top_k(self, queries: Encoded, database: Encoded, k: int, rows):
+        """(indices [n, k], PQ scores [n, k]): score descending, ties by index."""
+        from utils.retrieval.pq import pq_scores, quantization_index
+
+        mlp = self.head.mlp.detach().cpu()
+        index = quantization_index(database.values.cpu(), mlp)
+        scores = pq_scores(queries.values[rows].cpu(), index, mlp)
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        return order.numpy(), scores.gather(1, order).numpy().round(4)
+
     # -- checkpoints ----------------------------------------------------------------
     def official_state(self) -> dict:
         return {"backbone": add_prefix(self.net.state_dict(), PREFIX),

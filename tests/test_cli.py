@@ -107,7 +107,7 @@ def test_dcdh_optimizer_is_the_published_one():
 
 
 # packages and the project packages each may import (utils at the bottom)
-ALLOWED = {"utils": {"utils"}, "models": {"models"}, "data": {"data", "utils"},
+ALLOWED = {"utils": {"utils"}, "models": {"models", "utils"}, "data": {"data", "utils"},
            "methods": {"methods", "models", "data", "utils"}}
 
 

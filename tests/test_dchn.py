@@ -367,3 +367,14 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert run(main_DCHN, "--mode", "train", "--view", 1, *SYN) == 2
     assert "exists; pass --resume auto" in capsys.readouterr().err
     assert (tmp_path / "checkpoint" / checkpoint_name("synthetic", 1, 16, 20)).read_bytes() == before
+
+
+def test_speed_benchmark_runs_at_a_tiny_size(tmp_path):
+    from bench import dchn_speed
+
+    out = tmp_path / "speed.json"
+    args = dchn_speed.get_args_parser().parse_args(
+        ["--input-dim", "32", "--bits", "16", "--classes", "6", "--batch", "8", "--train-rows", "64",
+         "--available", "10", "--steps", "1", "--json", str(out)])
+    figures = dchn_speed.main(args)
+    assert json.loads(out.read_text()) == figures and figures["bits"] == 16

@@ -109,3 +109,22 @@ def add_metric_args(parser, topk, radius: bool = True):
     g.add_argument("--skip-no-relevant", action="store_true",
                    help="leave queries without a relevant item out of the means")
     return g
+
+
+def add_report_args(parser):
+    """--plot, --show-results, --report (and --seed for the grid's queries
+    where the script has no seed yet)."""
+    g = parser.add_argument_group("pictures and report")
+    g.add_argument("--plot", metavar="DIR",
+                   help="write the precision-recall, precision-at-positions and radius plots "
+                        "(PNG and SVG) into DIR (needs matplotlib)")
+    g.add_argument("--show-results", metavar="DIR",
+                   help="write DIR/retrieval.png: queries and their top-10 (green: relevant)")
+    g.add_argument("--show-queries", type=positive_int, default=8,
+                   help="queries in the --show-results grid (drawn with --seed)")
+    g.add_argument("--report", metavar="OUT.html",
+                   help="one self-contained HTML page: settings, metrics, plots, grid")
+    if "--seed" not in parser._option_string_actions:
+        g.add_argument("--seed", type=non_negative_int, default=0,
+                       help="chooses the queries of the --show-results grid")
+    return g

@@ -118,7 +118,7 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
         start, best, best_epoch, metrics = _restore(method, optimizer, scheduler, scaler,
                                                     resume, generator, config)
     began = time.perf_counter()
-    epoch, epoch_loss = start - 1, math.nan
+    epoch, epoch_loss, state = start - 1, math.nan, None
     try:
         for epoch in range(start, config.epochs):
             if isinstance(getattr(loaders.train, "sampler", None), DistributedSampler):
@@ -159,6 +159,10 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                 log.info(f"Training terminated at epoch {epoch + 1}: no lower loss for "
                          f"{config.patience} epochs")
                 break
+        if dist_info.is_main and state is not None:
+            # the run is complete: say so in the resume file (reproduce.py reads it)
+            state["train_state"]["finished"] = True
+            save_checkpoint(_resume_file(method, state), last_path)
     except KeyboardInterrupt:
         if epoch >= 1:  # epoch (0-based) = epochs completed before the interrupted one
             raise TrainingInterrupted(

@@ -1,0 +1,98 @@
+"""The ``--plot``, ``--show-results`` and ``--report`` outputs of the
+evaluating scripts, written from their metrics (and, for the grid, the
+encoded splits and the datasets' images)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from utils.cli.output import check_writable_file, ensure_dir
+from utils.errors import UsageError
+
+TOP_K = 10
+
+
+@dataclass
+class GridInputs:
+    """What the retrieval grid needs: the method (its ranking), the encoded
+    queries and database, and the datasets holding their images."""
+    method: object
+    queries: object  # methods.base.Encoded
+    database: object
+    query_images: object  # a dataset: item i -> (image tensor, label)
+    database_images: object
+
+
+def wants_outputs(args) -> bool:
+    return any(getattr(args, k, None) for k in ("plot", "show_results", "report"))
+
+
+def check_outputs(args) -> None:
+    """Fail before any long work when an output cannot be written or matplotlib is missing."""
+    if getattr(args, "plot", None):
+        ensure_dir(args.plot, "--plot")
+    if getattr(args, "show_results", None):
+        ensure_dir(args.show_results, "--show-results")
+    if getattr(args, "report", None):
+        check_writable_file(args.report, "--report")
+    if getattr(args, "plot", None) or getattr(args, "report", None):
+        from utils.report.plots import _pyplot
+
+        _pyplot()
+
+
+def relevant(query_label, db_labels) -> np.ndarray:
+    q, d = np.asarray(query_label), np.asarray(db_labels)
+    if d.ndim == 1:
+        return d == q
+    return (d @ q.reshape(-1)) > 0
+
+
+def write_grid(grid: GridInputs, out_dir, seed: int = 0, num_queries: int = 8, k: int = TOP_K):
+    from utils.report.grid import draw_grid, to_uint8_image
+
+    n = len(grid.queries)
+    rows = np.sort(np.random.RandomState(seed).choice(n, size=min(num_queries, n), replace=False))
+    indices, values = grid.method.top_k(grid.queries, grid.database, k, rows)
+    db_labels = grid.database.labels.cpu().numpy()
+    q_labels = grid.queries.labels.cpu().numpy()
+    rel = np.stack([relevant(q_labels[r], db_labels[idx]) for r, idx in zip(rows, indices)])
+    query_images = [to_uint8_image(grid.query_images[int(r)][0]) for r in rows]
+    result_images = [[to_uint8_image(grid.database_images[int(i)][0]) for i in idx] for idx in indices]
+    path = Path(out_dir) / "retrieval.png"
+    layout = draw_grid(query_images, result_images, rel, values, path)
+    return {"file": path, "queries": rows.tolist(), "indices": np.asarray(indices).tolist(),
+            "values": np.asarray(values).tolist(), "relevant": rel.tolist(), "layout": layout}
+
+
+def write_outputs(args, title: str, settings: dict, runs: Sequence[Tuple[str, dict]],
+                  grid: Optional[GridInputs] = None, extra_tables=()) -> dict:
+    """Write what the flags ask for; returns what was written (for tests)."""
+    written = {}
+    if getattr(args, "show_results", None) and grid is None:
+        raise UsageError("--show-results needs images: evaluate a checkpoint on a dataset "
+                         "(stored codes and feature sets have none)")
+    if getattr(args, "plot", None):
+        from utils.report.plots import plot_curves
+
+        written["plots"] = plot_curves(runs, args.plot)
+    if getattr(args, "show_results", None):
+        written["grid"] = write_grid(grid, args.show_results, getattr(args, "seed", 0) or 0,
+                                     getattr(args, "show_queries", 8))
+    if getattr(args, "report", None):
+        from utils.report.html import write_report
+        from utils.report.plots import plot_curves
+
+        with tempfile.TemporaryDirectory() as tmp:
+            plots = written.get("plots") or plot_curves(runs, tmp)
+            figures = [f for fig in plots.values() for f in fig["files"] if f.suffix == ".png"]
+            grid_png = written["grid"]["file"] if "grid" in written else (
+                write_grid(grid, tmp, getattr(args, "seed", 0) or 0)["file"] if grid else None)
+            written["report"] = write_report(args.report, title, settings, runs, figures,
+                                             grid_png, extra_tables)
+    return written
