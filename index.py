@@ -64,8 +64,19 @@ def get_args_parser():
     s = sub.add_parser("search", help="search an index with the query codes of a stored-codes file",
                        description="Search an index with the query codes of a stored-codes file.")
     s.add_argument("--index", required=True, metavar="INDEX", help="file written by index.py build")
-    s.add_argument("--codes", required=True, metavar="FILE.npz",
-                   help="stored codes; its query_codes are the queries")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--codes", metavar="FILE.npz", help="stored codes; its query_codes are the queries")
+    src.add_argument("--checkpoint", metavar="FILE",
+                     help="encode queries through this checkpoint (--method): the --dataset's "
+                          "test split, or the image files of --images")
+    s.add_argument("--method", choices=["dcdh", "triplet"], default="dcdh",
+                   help="with --checkpoint: the method it was trained with")
+    s.add_argument("--dataset", default="synthetic", help="with --checkpoint: the dataset")
+    s.add_argument("--images", metavar="DIR", help="with --checkpoint: a folder of query images")
+    s.add_argument("--bits", type=positive_int, help="with --checkpoint: the code length "
+                                                     "(default: read from the checkpoint)")
+    s.add_argument("--data-root", help="with --checkpoint: the dataset folder")
+    s.add_argument("--img-size", type=positive_int, help="with --checkpoint: input size")
     s.add_argument("--topk", type=positive_int,
                    help=f"results per query (default {DEFAULT_TOPK}; with --radius: at most this many)")
     s.add_argument("--radius", type=non_negative_int,
@@ -246,17 +257,84 @@ def search(args):
     if args.json:
         check_writable_file(args.json, "--json")
     index, meta, indices, paths = load_served_index(args.index)
-    _, packed, num_bits = _packed(args.codes, "query")
+    if args.checkpoint:
+        packed, num_bits, source = queries_through_checkpoint(args)
+    else:
+        _, packed, num_bits = _packed(args.codes, "query")
+        source = f"the query codes of {args.codes}"
     try:
         fi.set_search_params(index, nprobe=args.nprobe, nflip=args.nflip)
     except ValueError as exc:
         raise UsageError(f"{args.index}: {exc}") from None
-    result = search_codes(index, meta, packed, num_bits, args.topk, args.radius,
-                          source=f"the query codes of {args.codes}")
+    result = search_codes(index, meta, packed, num_bits, args.topk, args.radius, source=source)
     print_results(result, meta, indices, paths, args.all, args.topk, args.radius)
     if args.json:
         write_json(args.json, result)
     return result
+
+
+def queries_through_checkpoint(args):
+    """(packed codes, bits, description) of query images encoded by a checkpoint."""
+    import numpy as np
+    import torch
+
+    from data import DataRequest, build_splits
+    from utils.cli.device import resolve_device
+    from utils.engine.checkpoint import load_checkpoint
+
+    device = resolve_device("auto")
+    state = load_checkpoint(args.checkpoint)
+    if args.method == "dcdh":
+        from methods.dcdh import DCDH, recognise_backbone
+
+        arch, bits = recognise_backbone(state)
+        if arch is None:
+            raise UsageError(f"{args.checkpoint} is not a DCDH checkpoint (no known backbone)")
+        bits = args.bits or bits
+        method = DCDH(arch, bits, 1)
+        method.load_backbone(state, args.checkpoint)
+        preset = "dcdh"
+    else:
+        from methods.triplet import TripletHashing, snapshot_facts
+
+        state = state.get("model", state)
+        arch, bits, head = snapshot_facts(state)
+        if arch is None:
+            raise UsageError(f"{args.checkpoint} is not a HashModel snapshot")
+        bits = args.bits or bits
+        method = TripletHashing(bits, arch=arch, head=head)
+        method.load_official_state(state, args.checkpoint)
+        preset = "triplet"
+    method = method.to(device).eval()
+    if args.images:
+        from PIL import Image
+
+        from data.transforms import folder_transform
+
+        files = sorted(p for p in Path(args.images).iterdir()
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+        if not files:
+            raise UsageError(f"--images {args.images}: no image files")
+        size = args.img_size or (224 if args.method == "triplet" else 112)
+        transform = folder_transform(preset, size, train=False)
+        batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+        with torch.inference_mode():
+            codes = method.codes(method.embed(batch.to(device)).float())
+        source = f"{len(files)} images of {args.images} through {args.checkpoint}"
+    else:
+        from data import make_loaders
+
+        from utils.cli import synthetic_options
+
+        options = synthetic_options(args, state) if args.dataset == "synthetic" else {}
+        splits = build_splits(args.dataset, DataRequest(root=args.data_root, img_size=args.img_size,
+                                                        preset=preset, augment=False,
+                                                        options=options))
+        loaders = make_loaders(splits, 256, device, train=False)
+        codes = method.encode(loaders.queries, device, progress=False).values
+        source = f"the {args.dataset} test split through {args.checkpoint}"
+    bits_array = (codes.cpu().numpy() > 0)
+    return np.packbits(bits_array, axis=1), int(codes.shape[1]), source
 
 
 COMMANDS = {"build": build, "search": search}

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 
 # as evaluation.py does: passive OpenMP waits, set before torch is imported

@@ -1,5 +1,11 @@
 """The three loaders of a run: a shuffled training loader, and the database
-(training split in index order, test transform) and query loaders."""
+(training split in index order, test transform) and query loaders.
+
+Data already in memory as tensors (DDH pickles, the built-in faces) is served
+by ``TensorBatches``: whole batches by indexing the tensors, kept on the
+training device, with no per-item ``__getitem__``, collation or host-to-device
+copy per step.  Image files go through DataLoader workers (decoding off the
+training thread), with pinned memory and persistent workers on CUDA."""
 
 from __future__ import annotations
 
@@ -13,6 +19,59 @@ from torch.utils.data.distributed import DistributedSampler
 
 from data.registry import Splits
 from utils.engine.rng import seed_worker
+
+
+class TensorBatches:
+    """Batches of in-memory ``images`` [N, ...] and ``labels`` [N] by indexing.
+
+    ``shuffle`` draws a permutation per epoch from ``generator`` (saved in
+    resume files as a DataLoader's is); under torchrun each process keeps its
+    share of the permutation (the same on every process, being seeded alike);
+    ``batch_sampler`` (e.g. class-balanced) gives the batches instead."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 shuffle: bool = False, seed: int = 0, device=None, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1, batch_sampler=None):
+        device = torch.device(device) if device is not None else images.device
+        self.images, self.labels = images.to(device), torch.as_tensor(labels).to(device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.batch_sampler = batch_sampler
+        self.generator = torch.Generator().manual_seed(seed) if shuffle else None
+        self.dataset = self  # what code written for DataLoader reads (len(loader.dataset))
+
+    def _order(self) -> torch.Tensor:
+        n = self.images.shape[0]
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        return order[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        n = len(range(self.rank, self.images.shape[0], self.world_size))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        if self.batch_sampler is not None:
+            for batch in self.batch_sampler:
+                index = torch.as_tensor(batch, device=self.images.device)
+                yield self.images[index], self.labels[index]
+            return
+        order = self._order().to(self.images.device)
+        stop = len(self) * self.batch_size
+        for start in range(0, min(stop, len(order)), self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def in_memory_tensors(dataset):
+    """(images, labels) of a dataset that holds them as tensors and transforms
+    nothing, else None."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if isinstance(images, torch.Tensor) and labels is not None and \
+            getattr(dataset, "transform", None) is None:
+        return images, torch.as_tensor(labels)
+    return None
 
 
 @dataclass
@@ -38,11 +97,21 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
     process draws its share of every epoch through a DistributedSampler
     (``batch_size`` is then the batch of one process).  ``train_sampler``
     (a batch sampler, e.g. class-balanced) replaces the shuffled order."""
+    eval_bs = eval_batch_size or batch_size
+    memory = [in_memory_tensors(d) for d in (splits.train, splits.database, splits.queries)]
+    if splits.in_memory and all(m is not None for m in memory):
+        loader = None
+        if train:
+            n = len(range(rank, len(splits.train), world_size))
+            loader = TensorBatches(*memory[0], batch_size, shuffle=train_sampler is None, seed=seed,
+                                   device=device, drop_last=n % batch_size == 1, rank=rank,
+                                   world_size=world_size, batch_sampler=train_sampler)
+        return Loaders(loader, TensorBatches(*memory[1], eval_bs, device=device),
+                       TensorBatches(*memory[2], eval_bs, device=device))
     workers = default_workers(splits) if workers is None else workers
     cuda = device.type == "cuda"
     common = dict(num_workers=workers, pin_memory=cuda, worker_init_fn=seed_worker,
                   persistent_workers=workers > 0)
-    eval_bs = eval_batch_size or batch_size
     database = DataLoader(splits.database, batch_size=eval_bs, shuffle=False, **common)
     queries = DataLoader(splits.queries, batch_size=eval_bs, shuffle=False, **common)
     loader = None

@@ -119,6 +119,7 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                                                     resume, generator, config)
     began = time.perf_counter()
     epoch, epoch_loss, state = start - 1, math.nan, None
+    completed = start  # epochs whose resume file is written
     try:
         for epoch in range(start, config.epochs):
             if isinstance(getattr(loaders.train, "sampler", None), DistributedSampler):
@@ -154,6 +155,7 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                     snapshot = Path(config.snapshot_pattern.format(epoch=epoch))
                     save_checkpoint(_official_file(method, state), snapshot)
                 save_checkpoint(_resume_file(method, state), last_path)
+            completed = epoch + 1
             barrier()
             if config.patience is not None and epoch - best_epoch > config.patience:
                 log.info(f"Training terminated at epoch {epoch + 1}: no lower loss for "
@@ -164,12 +166,12 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
             state["train_state"]["finished"] = True
             save_checkpoint(_resume_file(method, state), last_path)
     except KeyboardInterrupt:
-        if epoch >= 1:  # epoch (0-based) = epochs completed before the interrupted one
+        if completed >= 1:
             raise TrainingInterrupted(
-                f"interrupted in epoch {epoch + 1}; {last_path} holds epoch {epoch}: "
+                f"interrupted in epoch {completed + 1}; {last_path} holds epoch {completed}: "
                 f"run the same command with --resume auto to continue") from None
-        raise TrainingInterrupted(f"interrupted in epoch {epoch + 1}, before any checkpoint "
-                                  f"was written; nothing to resume") from None
+        raise TrainingInterrupted("interrupted in epoch 1, before any checkpoint was written; "
+                                  "nothing to resume") from None
     return FitResult(best, best_epoch + 1, epoch + 1, time.perf_counter() - began, epoch_loss)
 
 

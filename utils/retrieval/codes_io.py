@@ -60,7 +60,7 @@ def _numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def code_bits(codes, name: str = "codes") -> np.ndarray:
+def as_bits(codes, name: str = "codes") -> np.ndarray:
     """Bool [n, L] (True = +1 / 1) of ±1 or 0/1 codes; ValueError for other values."""
     codes = _numpy(codes)
     if codes.ndim != 2:
@@ -119,7 +119,7 @@ def packed_codes(z: dict, which: str = "db"):
         codes = z.get(f"{which}_codes")
         if codes is None:
             raise ValueError(f"the file holds neither {which}_packed nor {which}_codes")
-        bits = code_bits(codes, f"{which}_codes")
+        bits = as_bits(codes, f"{which}_codes")
         return pack_bits(bits), int(bits.shape[1])
     if "num_bits" not in z:
         raise ValueError(f"the file holds {which}_packed but not num_bits")

@@ -4,15 +4,16 @@ searches that return the project's ranking.
 The project ranks by Hamming distance ascending, ties by database index
 ascending (``utils.retrieval.metrics``).  What faiss gives:
 
-* ``IndexBinaryFlat`` scans the database in index order and replaces a heap
-  entry only on a strictly smaller distance, and its heaps order equal
-  distances by id (faiss >= 1.7.3), so faiss-cpu 1.15 returns the project
-  order (checked here on codes full of ties).  That is an implementation
-  detail, not a documented promise: older heaps, the GPU k-selection and
-  ``IndexBinaryIVF`` (which scans lists in list order, so even with
-  nprobe = nlist equal distances come in visiting order) do not keep it.
+* ``IndexBinaryFlat`` on the CPU scans the database in index order, replaces
+  its worst heap entry only on a strictly smaller distance, and its heaps
+  order equal distances by id, so faiss-cpu 1.15.1 returns the project order
+  (checked on codes full of ties: tests/test_index.py, bench/index_speed.py).
+  That is an implementation detail, not a documented promise: older heaps,
+  the GPU k-selection and ``IndexBinaryIVF`` (which scans lists in list
+  order, so even with nprobe = nlist equal distances come in visiting order)
+  do not keep it.
 * ``search`` returns faiss's own answer; ``search_exact`` the project order:
-  it asks for k' >= 2k candidates until the k'-th distance is beyond the k-th
+  it asks for k' > k candidates until the k'-th distance is beyond the k-th
   (so every item at the k-th distance is among them), then sorts by
   (distance, index) and cuts at k.  Exact for the flat index and for IVF with
   nprobe = nlist; for approximate indexes it is the project order among the
@@ -54,6 +55,8 @@ HASH_SUBSTRING_BITS = 16
 TRAIN_POINTS_PER_LIST = 64
 # faiss's GPU k-selection returns at most this many neighbours
 GPU_MAX_K = 2048
+# search_exact: how much wider each further round asks
+WIDEN = 8
 
 
 def require_faiss():
@@ -253,23 +256,37 @@ def search(index, packed_queries, k: int):
 
 
 def _order(distances: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Row-wise argsort by (distance, index); missing entries (index -1) last."""
+    """Row-wise argsort by (distance, index); missing entries (index -1) last.
+
+    One sort of the key distance * 2**32 + index (unique within a row) where
+    ids fit in 32 bits, which is several times faster than a lexsort."""
     missing = indices < 0
-    d = np.where(missing, np.iinfo(np.int64).max, distances.astype(np.int64))
-    i = np.where(missing, np.iinfo(np.int64).max, indices)
-    return np.lexsort((i, d), axis=-1)
+    last = np.iinfo(np.int64).max
+    if not indices.size or int(indices.max()) < 2 ** 32:
+        key = (distances.astype(np.int64) << 32) | np.where(missing, 0, indices)
+        return np.argsort(np.where(missing, last, key), axis=-1)
+    d = np.where(missing, last, distances.astype(np.int64))
+    return np.lexsort((np.where(missing, last, indices), d), axis=-1)
+
+
+def first_width(k: int) -> int:
+    """Candidates asked for first: k + 256, at least 2k.  A faiss search costs
+    about the same for any such k' (the scan dominates, not the heap), while
+    every further round is another scan; at 1M x 48 bits, 2k left over half
+    of the queries for a second round, k + 256 nearly none."""
+    return max(2 * k, k + 256)
 
 
 def search_exact(index, packed_queries, k: int):
     """The k nearest in the project order: (distances int32 [Q, k], indices int64 [Q, k]).
 
     Distance ascending, ties by database index ascending, as
-    ``utils.retrieval.metrics`` ranks: faiss is asked for k' = 2k, 4k, ...
-    candidates (only for the queries not yet settled) until the k'-th
-    distance exceeds the k-th, or the index has nothing more to give; then
-    the candidates are sorted by (distance, index) and cut at k.  The
-    cost over ``search`` is one search with k' = 2k when ties at the k-th
-    distance are few.
+    ``utils.retrieval.metrics`` ranks: faiss is asked for k' candidates
+    (``first_width``, then 8 times more, only for the queries not yet
+    settled) until the k'-th distance exceeds the k-th, or the index has
+    nothing more to give; then the candidates are sorted by (distance,
+    index) and cut at k.  When the ties at the k-th distance fit in the
+    first k', the cost is that of one faiss search.
     """
     q = _queries(index, packed_queries)
     k = _positive(k, "k")
@@ -279,13 +296,13 @@ def search_exact(index, packed_queries, k: int):
     kk = min(k, n)
     if kk == 0 or nq == 0:
         return out_d, out_i
-    gpu_limit = GPU_MAX_K if is_gpu_index(index) else None
+    cap = min(n, GPU_MAX_K) if is_gpu_index(index) else n  # widest search faiss allows
+    if cap < kk:
+        raise ValueError(f"k = {kk} is beyond the {cap} results faiss's GPU k-selection "
+                         f"returns; search the CPU index")
     todo = np.arange(nq)
-    width = min(n, 2 * kk)
+    width = min(cap, first_width(kk))
     while todo.size:
-        if gpu_limit and width > gpu_limit:
-            raise ValueError(f"more than {gpu_limit} items tie at the {kk}-th distance, beyond "
-                             f"faiss's GPU k-selection; search on the CPU index")
         dist, idx = index.search(q[todo], width)
         done = (np.full(len(todo), width >= n) | (idx[:, -1] < 0)
                 | (dist[:, -1] > dist[:, kk - 1]))
@@ -296,7 +313,10 @@ def search_exact(index, packed_queries, k: int):
             out_d[todo[rows], :kk] = np.take_along_axis(d, order, 1)
             out_i[todo[rows], :kk] = np.take_along_axis(i, order, 1)
         todo = todo[~done]
-        width = min(n, 2 * width)
+        if todo.size and width >= cap:
+            raise ValueError(f"the ties at the {kk}-th distance reach beyond the {cap} results "
+                             f"faiss's GPU k-selection returns; search the CPU index")
+        width = min(cap, WIDEN * width)
     return out_d, out_i
 
 
