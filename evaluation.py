@@ -31,9 +31,9 @@ def get_args_parser():
                                       "(default: the checkpoint's, else by dataset)")
     model.add_argument("--checkpoint-dir", default="checkpoint")
     model.add_argument("--save-codes", metavar="OUT.npz", help="also store the codes")
-    from data import dataset_names  # the registry only: no reader, no torchvision
-
-    add_data_args(p, dataset_names("faces"), "facescrub")
+    # the dataset names are checked when a checkpoint is evaluated: the stored-codes
+    # path imports neither the readers nor torch
+    add_data_args(p, None, "facescrub")
     add_metric_args(p, DEFAULT_TOPK)
     add_device_arg(p)
     p.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"),
@@ -45,12 +45,16 @@ def get_args_parser():
 
 
 def evaluate_stored_codes(args):
-    from utils.cli.device import resolve_device
     from utils.retrieval.codes_io import load_npz
     from utils.retrieval.metrics import evaluate_codes
 
     z = load_npz(args.codes)
-    device = resolve_device(args.device)
+    if args.device == "auto" and args.backend in ("auto", "numba") and not cuda_may_exist():
+        device = None  # the numba kernel on the CPU; torch is never imported
+    else:
+        from utils.cli.device import resolve_device
+
+        device = resolve_device(args.device)
     options = MetricOptions.from_args(args)
     try:
         return evaluate_codes(z["query_codes"], z["db_codes"], z["query_labels"], z["db_labels"],
@@ -62,7 +66,7 @@ def evaluate_stored_codes(args):
 
 def evaluate_checkpoint(args):
     """The official evaluation: database = training split, queries = test split."""
-    from data import DataRequest, build_splits, make_loaders
+    from data import DataRequest, build_splits, dataset_names, make_loaders
     from methods.dcdh import DCDH, check_arch_size, recognise_backbone
     from methods.recipes.dcdh import default_arch
     from models import network_names
@@ -71,6 +75,9 @@ def evaluate_checkpoint(args):
     from utils.engine.checkpoint import load_checkpoint, resolve_checkpoint
     from utils.retrieval.codes_io import save_codes
 
+    if args.dataset not in dataset_names("faces"):
+        raise UsageError(f"unknown --dataset {args.dataset}; choose one of "
+                         f"{', '.join(dataset_names('faces'))}")
     if args.arch is not None and args.arch not in network_names("hashing"):
         raise UsageError(f"unknown --arch {args.arch}; choose one of "
                          f"{', '.join(network_names('hashing'))}")
@@ -126,6 +133,11 @@ def main(args):
 
         write_outputs(args, f"evaluation.py: {title}", settings_of(args), [(title, result)], grid)
     return result
+
+
+def cuda_may_exist() -> bool:
+    """Whether an NVIDIA GPU may be present, without importing torch."""
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia"))
 
 
 def settings_of(args) -> dict:

@@ -55,12 +55,13 @@ from utils.retrieval import metrics  # noqa: E402
 # every query by default; larger problems time it on DEFAULT_BASELINE_SUBSET.
 FULL_BASELINE_MAX_PAIRS = 50_000_000
 DEFAULT_BASELINE_SUBSET = 200
+# the published algorithm is slower still: timed on fewer queries at large sizes
+PUBLISHED_SUBSET = 50
 # The torch back end (a full sort per query) is timed only up to this size.
 TORCH_MAX_PAIRS = 50_000_000
 # Targets for the end-to-end CLI run on the largest size (2-core CPU machine).
-TARGET_E2E_SECONDS = 6.0
+TARGET_E2E_SECONDS = 3.0
 TARGET_E2E_RSS_MB = 1024.0
-TARGET_SPEEDUP = 80.0
 
 
 def get_args_parser():
@@ -159,6 +160,28 @@ def naive_map(query_codes, db_codes, query_labels, db_labels):
     return ap
 
 
+def published_map(query_codes, db_codes, query_labels, db_labels):
+    """Per-query AP [Q] by the published DCDH ``compute_mAP`` as written: torch,
+    one query at a time, the distance as the count of differing entries, a full
+    sort, AP from the positions of the relevant items (``correct.nonzero()``).
+    The one change: ``sort(stable=True)``, so ties follow the database index
+    and the result can be checked against the library's."""
+    trn = torch.from_numpy(db_codes).float()
+    tst = torch.from_numpy(query_codes).float()
+    trn_label = torch.from_numpy(db_labels).view(-1, 1)  # labels of shape (x, 1), as published
+    tst_label = torch.from_numpy(query_labels).view(-1, 1)
+    ap = []
+    for i in range(tst.size(0)):
+        query_label, query_binary = tst_label[i], tst[i]
+        _, query_result = torch.sum((query_binary != trn).long(), dim=1).sort(stable=True)
+        correct = (query_label == trn_label[query_result]).float()
+        n = torch.sum(correct)
+        ns = torch.arange(1, n + 1).float()
+        index = (correct.nonzero() + 1)[:, 0:1].squeeze(dim=1).float()
+        ap.append(torch.mean(ns / index))
+    return torch.stack(ap).numpy().astype(np.float64)
+
+
 # ---------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------
@@ -195,11 +218,12 @@ def warm_up_numba():
     return {"seconds": time.perf_counter() - start, "cache_present_before": cached}
 
 
-def run_baseline(data, num_queries):
+def run_baseline(data, num_queries, fn=None):
+    fn = fn or naive_map
     q = slice(0, num_queries)
     ap, [seconds], [cpu] = time_call(
-        lambda: naive_map(data["query_codes"][q], data["db_codes"], data["query_labels"][q],
-                          data["db_labels"]), 1)
+        lambda: fn(data["query_codes"][q], data["db_codes"], data["query_labels"][q],
+                   data["db_labels"]), 1)
     scale = data["query_codes"].shape[0] / num_queries
     return ap, {"queries_timed": num_queries, "seconds_timed": seconds,
                 "seconds": seconds * scale, "cpu_seconds": cpu * scale,
@@ -212,8 +236,8 @@ def check_agreement(data, num_queries, baseline_ap):
     stats = metrics.hamming_ranking_stats(data["query_codes"][q], data["db_codes"],
                                           data["query_labels"][q], data["db_labels"],
                                           backend="numba")
-    lib_ap = stats.ap.numpy()
-    has_rel = stats.num_relevant.numpy() > 0
+    lib_ap = np.asarray(stats.ap)
+    has_rel = np.asarray(stats.num_relevant) > 0
     if not np.array_equal(has_rel, ~np.isnan(baseline_ap)):
         raise AssertionError("baseline and library disagree on which queries have relevant items")
     base_map = float(baseline_ap[has_rel].mean()) if has_rel.any() else float("nan")
@@ -321,19 +345,23 @@ def print_size(r):
     q, n = r["num_queries"], r["num_database"]
     print(f"\n== Q={q} queries x N={n} database items, {r['bits']} bits, {r['classes']} classes ==")
     b = r["baseline"]
-    if b["extrapolated"]:
-        note = (f"EXTRAPOLATED linearly from {b['queries_timed']} queries "
-                f"({b['seconds_timed']:.2f} s measured)")
-    else:
-        note = f"measured on all {b['queries_timed']} queries"
-    _row("baseline naive loop (mAP only)", _fmt_s(b["seconds"]), note)
+
+    def how(x):
+        if x["extrapolated"]:
+            return (f"EXTRAPOLATED linearly from {x['queries_timed']} queries "
+                    f"({x['seconds_timed']:.2f} s measured)")
+        return f"measured on all {x['queries_timed']} queries"
+
+    _row("published compute_mAP (mAP only)", _fmt_s(r["published"]["seconds"]), how(r["published"]))
+    _row("baseline naive loop (mAP only)", _fmt_s(b["seconds"]), how(b))
     for o in r["ours"]:
         runs = ", ".join(f"{t:.3f}" for t in o["runs"])
         _row(f"ours {o['backend']} (all metrics)", _fmt_s(o["seconds"]), f"best of [{runs}] s")
     _row("CPU time (all threads)", "", f"baseline {b['cpu_seconds']:.2f} s"
          + "".join(f", {o['backend']} {o['cpu_seconds']:.2f} s" for o in r["ours"]))
     for o in r["ours"]:
-        _row(f"speed-up baseline / {o['backend']}", f"{b['seconds'] / o['seconds']:9.1f} x")
+        _row(f"speed-up published / {o['backend']}", f"{r['published']['seconds'] / o['seconds']:9.1f} x")
+        _row(f"speed-up naive loop / {o['backend']}", f"{b['seconds'] / o['seconds']:9.1f} x")
     a = r["agreement"]
     _row("mAP baseline vs library", f"{a['abs_diff']:.1e}",
          f"|diff| on the first {a['queries']} queries: {a['baseline_mAP']:.6f} vs "
@@ -361,9 +389,9 @@ def print_e2e(e):
     _row("CPU time of the subprocess", _fmt_s(e["cpu_seconds"]), "(all threads)")
     _row("peak RSS of the subprocess", f"{e['peak_rss_mb']:8.0f} MB",
          f"target < {TARGET_E2E_RSS_MB:g} MB: {ok(e['peak_rss_mb'] < TARGET_E2E_RSS_MB)}")
-    extra = " (baseline extrapolated)" if e["baseline_extrapolated"] else ""
-    _row("speed-up baseline mAP / CLI", f"{e['speedup_vs_baseline']:9.1f} x",
-         f"target >= {TARGET_SPEEDUP:g} x: {ok(e['speedup_vs_baseline'] >= TARGET_SPEEDUP)}{extra}")
+    extra = " (baselines extrapolated)" if e["baseline_extrapolated"] else ""
+    _row("whole process vs published mAP", f"{e['speedup_vs_published']:9.1f} x", extra)
+    _row("whole process vs naive loop mAP", f"{e['speedup_vs_baseline']:9.1f} x", extra)
     if "mAP" in e:
         _row("CLI mAP vs in-process mAP", f"{e['mAP']:.6f}", f"vs {e['mAP_in_process']:.6f}")
 
@@ -402,7 +430,11 @@ def main(args):
             nb = args.baseline_queries or num_queries
         nb = min(nb, num_queries)
 
-        print(f"\n[{num_queries}x{num_db}] baseline on {nb} queries ...", flush=True)
+        print(f"\n[{num_queries}x{num_db}] published baseline on {min(nb, PUBLISHED_SUBSET)} "
+              f"queries, naive baseline on {nb} ...", flush=True)
+        npub = min(nb, PUBLISHED_SUBSET) if num_queries * num_db > FULL_BASELINE_MAX_PAIRS else nb
+        published_ap, published = run_baseline(data, npub, published_map)
+        check_agreement(data, npub, published_ap)
         baseline_ap, baseline = run_baseline(data, nb)
         agreement = check_agreement(data, nb, baseline_ap)
 
@@ -421,8 +453,10 @@ def main(args):
                 raise AssertionError(f"{backend} mAP {out['mAP']} != numba mAP {summary['mAP']}")
 
         r = {"num_queries": num_queries, "num_database": num_db, "bits": args.bits,
-             "classes": args.classes, "baseline": baseline, "agreement": agreement, "ours": ours,
+             "classes": args.classes, "published": published, "baseline": baseline,
+             "agreement": agreement, "ours": ours,
              "speedup": {o["backend"]: baseline["seconds"] / o["seconds"] for o in ours},
+             "speedup_vs_published": {o["backend"]: published["seconds"] / o["seconds"] for o in ours},
              "metrics": {k: summary[k] for k in ("mAP", "mAP_tie_aware", "precision_at_k",
                                                  "precision_within_radius", "recall_within_radius")},
              "peak_rss_mb_process": peak_rss_mb()}
@@ -438,6 +472,7 @@ def main(args):
                 if e2e.get("status") == "ok":
                     e2e.update(num_queries=num_queries, num_database=num_db,
                                speedup_vs_baseline=baseline["seconds"] / e2e["seconds"],
+                               speedup_vs_published=published["seconds"] / e2e["seconds"],
                                baseline_extrapolated=baseline["extrapolated"],
                                mAP_in_process=summary["mAP"])
             results["end_to_end"] = e2e

@@ -15,7 +15,11 @@ def add_data_args(parser, datasets, default: str, root_help: Optional[str] = Non
     """--dataset (one of ``datasets``), --data-root, --img-size, --workers,
     --skip-bad-images and the size of the built-in data."""
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default=default, choices=list(datasets))
+    if datasets is None:  # checked later against the registry (evaluation.py --codes stays light)
+        g.add_argument("--dataset", default=default,
+                       help="facescrub, youtube, cfw, vggface2, folder or synthetic")
+    else:
+        g.add_argument("--dataset", default=default, choices=list(datasets))
     g.add_argument("--data-root", help=root_help or "dataset folder holding train/ and test/ "
                    "(default data/<dataset>, or the official ./FaceScrub, ./YouTube)")
     g.add_argument("--img-size", type=positive_int,

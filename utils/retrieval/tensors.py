@@ -4,15 +4,16 @@ the working-memory budget of one chunk of queries."""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 # Query rows per chunk are chosen so that one chunk's Q_c x N working arrays
 # stay around this many elements.
 CHUNK_ELEMENTS = 1 << 22
 
 
-def as_tensor(x, name: str = "input") -> torch.Tensor:
+def as_tensor(x, name: str = "input"):
     """A tensor as it is, or a numpy array / nested list as a tensor."""
+    import torch
+
     if isinstance(x, torch.Tensor):
         return x
     try:
