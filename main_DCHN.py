@@ -239,11 +239,19 @@ def train_view(args, view: int) -> dict:
     method = view_method(args, view_data, view, W, device)
     recipe = recipe_for(args.datasets)
     epochs = args.epochs or recipe.epochs
-    workers = args.num_workers if view_data.is_images else 0
-    loader = DataLoader(RowsDataset(view_data, view_data.train), batch_size=per_view(batch_sizes(args), view),
-                        shuffle=True, num_workers=workers, drop_last=False,
-                        generator=torch.Generator().manual_seed(args.seed),
-                        pin_memory=device.type == "cuda")
+    batch = per_view(batch_sizes(args), view)
+    if view_data.is_images:
+        loader = DataLoader(RowsDataset(view_data, view_data.train), batch_size=batch, shuffle=True,
+                            num_workers=args.num_workers, drop_last=False,
+                            generator=torch.Generator().manual_seed(args.seed),
+                            pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
+    else:  # feature matrices: whole batches indexed on the device
+        from data.loaders import TensorBatches
+
+        rows = np.asarray(view_data.train)
+        loader = TensorBatches(torch.from_numpy(np.asarray(view_data.data)[rows]),
+                               torch.from_numpy(np.asarray(view_data.labels)[rows]), batch,
+                               shuffle=True, seed=args.seed, device=device)
     optimizer = method.optimizer(per_view(learning_rates(args), view), (args.beta1, args.beta2))
     scheduler = StepLR(optimizer, args.lr_update, recipe.lr_gamma)
     config = FitConfig(epochs, device, best_path=None, last_path=path, amp=args.amp,
@@ -253,7 +261,7 @@ def train_view(args, view: int) -> dict:
     with logging_to(log_dir / f"DCHN_{args.datasets}_V{view}_O{args.output_shape}_"
                               f"A{args.available_num}.txt") as log:
         log.info(f"Start {view}-th MHN! {method.describe()}; {len(view_data.train)} training rows, "
-                 f"batch {loader.batch_size}, lr {optimizer.param_groups[0]['lr']}, {epochs} epochs, "
+                 f"batch {batch}, lr {optimizer.param_groups[0]['lr']}, {epochs} epochs, "
                  f"lr x0.1 every {args.lr_update}, device {device}")
         start = time.perf_counter()
         result = fit(method, optimizer, scheduler, _Loaders(loader), config, resume)
@@ -322,8 +330,16 @@ def evaluate(args):
         method.load_official_state(ckpt, paths[v])
         encoded = []
         for rows in (view_data.query, view_data.retrieval):
-            loader = DataLoader(RowsDataset(view_data, rows), batch_size=512, shuffle=False,
-                                num_workers=args.num_workers if view_data.is_images else 0)
+            if view_data.is_images:
+                loader = DataLoader(RowsDataset(view_data, rows), batch_size=256, shuffle=False,
+                                    num_workers=args.num_workers)
+            else:
+                from data.loaders import TensorBatches
+
+                rows = np.asarray(rows)
+                loader = TensorBatches(torch.from_numpy(np.asarray(view_data.data)[rows]),
+                                       torch.from_numpy(np.asarray(view_data.labels)[rows]), 1024,
+                                       device=device)
             enc = method.encode(loader, device, progress=not args.no_progress)
             encoded.append((enc.values.cpu(), enc.labels.cpu()))
         queries.append(encoded[0])

@@ -107,21 +107,50 @@ class Method(nn.Module):
     @torch.inference_mode()
     def encode(self, loader, device, progress: bool = True, desc: str = "encoding",
                dtype: Optional[torch.dtype] = None) -> Encoded:
-        """Encode every item of ``loader`` (in its order), kept on ``device``."""
+        """Encode every item of ``loader`` (in its order), kept on ``device``.
+
+        Data in memory (``TensorBatches``) is encoded in the largest chunks
+        that fit on a GPU; other loaders in their own batches."""
         was_training = self.training
         self.eval()
-        outputs, labels = [], []
         try:
-            for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr):
-                inputs, targets = self.unpack(batch, device)
-                with autocast(device, dtype):
-                    outputs.append(self.embed(inputs).float())
-                labels.append(targets)
+            if hasattr(loader, "images"):
+                outputs, labels = self._encode_in_chunks(loader, device, dtype)
+            else:
+                outputs, labels = [], []
+                for batch in tqdm(loader, desc=desc, leave=False, disable=not progress,
+                                  file=sys.stderr):
+                    inputs, targets = self.unpack(batch, device)
+                    with autocast(device, dtype):
+                        outputs.append(self.embed(inputs).float())
+                    labels.append(targets)
         finally:
             self.train(was_training)
         if not outputs:
             raise ValueError("nothing to encode: the split is empty")
         return Encoded(self.codes(torch.cat(outputs)), torch.cat(labels))
+
+    def _encode_in_chunks(self, loader, device, dtype):
+        """In-memory data: on a GPU, chunks as large as it takes (from 4096 items,
+        halved after an out-of-memory error); on the CPU the loader's batch
+        (host memory is not reclaimed from an out-of-memory kill)."""
+        size = 4096 if torch.device(device).type == "cuda" else loader.batch_size
+        outputs, labels, start, n = [], [], 0, loader.images.shape[0]
+        while start < n:
+            chunk = (loader.images[start:start + size], loader.labels[start:start + size])
+            try:
+                inputs, targets = self.unpack(chunk, device)
+                with autocast(device, dtype):
+                    outputs.append(self.embed(inputs).float())
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                size //= 2
+                torch.cuda.empty_cache()
+                continue
+            labels.append(targets)
+            start += size
+        return outputs, labels
 
     def rank(self, queries: Encoded, database: Encoded, options: MetricOptions, device) -> dict:
         """Hamming ranking by default (ties by database index)."""

@@ -76,7 +76,9 @@ def regression_weights(sign_codes, labels, num_classes, lamda=1.0):
     labels = labels.view(-1).long()
     sums = torch.zeros(num_classes, sign_codes.shape[1], dtype=sign_codes.dtype,
                        device=sign_codes.device).index_add_(0, labels, sign_codes)
-    counts = torch.bincount(labels, minlength=num_classes).to(sign_codes.dtype)
+    # index_add_, not bincount: bincount's output size waits for the GPU
+    counts = torch.zeros(num_classes, dtype=sign_codes.dtype, device=sign_codes.device).index_add_(
+        0, labels, torch.ones_like(labels, dtype=sign_codes.dtype))
     denominator = counts + lamda if lamda > 0 else counts.clamp(min=1)
     return sums / denominator.unsqueeze(1)
 

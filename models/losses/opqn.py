@@ -125,7 +125,10 @@ class OrthoPQ(nn.Module):
         # clamp guards against |cos| creeping over 1 by rounding
         cos_x, cos_s = cos_x.clamp(-1, 1), cos_s.clamp(-1, 1)
         if labels is not None:
-            target = F.one_hot(labels.long(), self.num_classes).to(cos_x.dtype)  # [n, C], broadcast over books
+            # [n, C], broadcast over books; scatter_, not one_hot (which checks the
+            # labels' range on the host, a wait for the GPU every step)
+            target = torch.zeros(labels.shape[0], self.num_classes, dtype=cos_x.dtype,
+                                 device=cos_x.device).scatter_(1, labels.long().view(-1, 1), 1.0)
             cos_x = cos_x - self.margin * target
             cos_s = cos_s - self.margin * target
         return self.scale * cos_x, self.scale * cos_s, probs

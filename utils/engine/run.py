@@ -71,8 +71,11 @@ def train_and_report(method, optimizer, scheduler, loaders, config: FitConfig,
         log.info(f"Training completed after {result.epochs_run} epochs; no best file was "
                  f"written, the last weights are in {config.resume_path()}")
         evaluated = f"{title or config.resume_path()} (last epoch)"
+    from utils.engine.precision import amp_dtype
+
     final, queries, database = method.evaluate(loaders.database, loaders.queries, config.device,
-                                               config.metrics, config.progress)
+                                               config.metrics, config.progress,
+                                               amp_dtype(config.device, config.amp))
     final.update(checkpoint=str(config.best_path), best_epoch=result.best_epoch,
                  epochs_run=result.epochs_run, train_seconds=round(result.train_seconds, 3))
     final["best_loss" if what == "loss" else "best_mAP_during_training"] = result.best_value
