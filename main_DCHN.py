@@ -102,7 +102,9 @@ def get_args_parser():
     e.add_argument("--overwrite", action="store_true",
                    help="train afresh although the view's checkpoint exists")
     e.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
-    e.add_argument("--amp", action="store_true", help="mixed precision for the network")
+    e.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
+                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
+                        "scaler (--amp fp16 / --amp bf16 to choose)")
     e.add_argument("--log-dir", default="log")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--no-progress", action="store_true")

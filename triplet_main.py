@@ -106,7 +106,9 @@ def get_args_parser():
                    help="continue a run (auto: the run folder's _last file)")
     e.add_argument("--overwrite", action="store_true",
                    help="start afresh although the run folder holds snapshots")
-    e.add_argument("--amp", action="store_true", help="mixed precision")
+    e.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
+                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
+                        "scaler (--amp fp16 / --amp bf16 to choose)")
     e.add_argument("--compile", action="store_true", help="torch.compile the network")
     e.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     e.add_argument("--log-dir", default="log", help="the published log/<run name>.log goes here")

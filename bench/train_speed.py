@@ -189,7 +189,7 @@ def get_args_parser():
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (and epoch length)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (several: measured on each)",
                    nargs="+")
-    p.add_argument("--amp", action="store_true")
+    p.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--tiny", action="store_true", help="a few items per batch (for tests)")

@@ -118,6 +118,19 @@ def test_amp_and_channels_last_train(tmp_path):
     assert ckpt["train_state"]["epoch"] == 1 and ckpt["loss"] < 10
 
 
+@pytest.mark.parametrize("amp, scaled", [("fp16", True), ("bf16", False)])
+def test_fp16_with_a_grad_scaler_and_bf16_both_train(tmp_path, amp, scaled):
+    assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 2, "--amp", amp, "--eval-every", 0,
+               "--checkpoint-dir", tmp_path, "--log-dir", tmp_path) == 0
+    ckpt = state_of(tmp_path / "m_last.tar")
+    assert (ckpt["scaler"] is not None) == scaled and ckpt["args"]["amp"] == amp
+    assert all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
+    # and the run continues from its resume file, scaler state included
+    assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 3, "--amp", amp, "--eval-every", 0,
+               "--checkpoint-dir", tmp_path, "--log-dir", tmp_path, "--resume", "auto") == 0
+    assert state_of(tmp_path / "m_last.tar")["train_state"]["epoch"] == 3
+
+
 def test_compile_compiles_the_network_in_place(tmp_path, monkeypatch):
     """--compile compiles the network itself (not the method or a wrapper), so
     the checkpoint keeps the published keys.  torch's compiler is stubbed: a

@@ -72,8 +72,9 @@ def add_engine_args(parser):
                    help="continue a run from a checkpoint it wrote (auto: its _last file)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh even if the --save file exists (it is replaced)")
-    g.add_argument("--amp", action="store_true",
-                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad scaler")
+    g.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
+                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
+                        "scaler (--amp fp16 / --amp bf16 to choose)")
     g.add_argument("--compile", action="store_true", help="run the network through torch.compile")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     g.add_argument("--checkpoint-dir", default="checkpoint")

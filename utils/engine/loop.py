@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -136,7 +137,11 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                                               config.metrics, config.progress, dtype)[0]
                     line += f"\t[mAP: {100 * metrics['mAP']:.2f}%]"
                 barrier()
-            scheduler.step()
+            with warnings.catch_warnings():
+                # a grad scaler skips the steps whose gradients overflow; torch then
+                # warns that the scheduler stepped first, which is expected here
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                scheduler.step()
             value = epoch_loss if config.monitor == "loss" else (
                 metrics["mAP"] if evaluated and dist_info.is_main else None)
             improved = config.better(value, best)

@@ -11,10 +11,16 @@ import torch
 from utils.engine.distributed import DistInfo
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    """bf16 where the device supports it (CPUs, recent GPUs), fp16 otherwise."""
-    if not enabled:
+def amp_dtype(device: torch.device, amp) -> Optional[torch.dtype]:
+    """The autocast dtype ``--amp`` asks for: ``auto`` (or True): bf16 where the
+    device supports it (CPUs, recent GPUs), fp16 otherwise; ``bf16``; ``fp16``
+    (which the loop pairs with a gradient scaler); falsy: none."""
+    if not amp:
         return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
