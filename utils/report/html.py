@@ -30,7 +30,11 @@ ROWS = (("mAP", "mAP"), ("mAP (tie-aware)", "mAP_tie_aware"),
 
 
 def _number(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
+        return "&mdash;"  # not defined for this run (e.g. a radius for PQ), or unknown
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
         return "nan"
     return f"{value:.4f}"
 
