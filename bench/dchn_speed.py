@@ -15,26 +15,14 @@ Run from the repository root:  python3 -m bench.dchn_speed [--json OUT]
 """
 
 import argparse
-import json
-import time
 
 import numpy as np
 import torch
 
+from bench.timing import bare_and_full_step, fastest, write_json
+
 from methods.dchn import DCHNView
 from models.sham import train_sham
-
-
-def timed(fn, repeat):
-    """The fastest of ``repeat`` runs after a warm-up (the least disturbed by
-    other work on a shared machine)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def published_sham(num_classes, bits, gama, available):
@@ -76,24 +64,13 @@ def main(args):
     labels = (rng.random((args.batch, args.classes)) < 0.15).astype(np.float32)
     available = (rng.random((args.available, args.classes)) < 0.15).astype(np.float64)
     W = train_sham(args.classes, args.bits, 1.0, available).W
-    sham_s = timed(lambda: train_sham(args.classes, args.bits, 1.0, available), 3)
-    published_sham_s = timed(lambda: published_sham(args.classes, args.bits, 1.0, available), 3)
+    sham_s = fastest(lambda: train_sham(args.classes, args.bits, 1.0, available), 3)
+    published_sham_s = fastest(lambda: published_sham(args.classes, args.bits, 1.0, available), 3)
     method = DCHNView(0, args.input_dim, args.bits, W)
     x = torch.randn(args.batch, args.input_dim)
     y = torch.from_numpy(labels)
     optimizer = method.optimizer(1e-4, (0.5, 0.999))
-
-    def bare():
-        optimizer.zero_grad(set_to_none=True)
-        method.net(x)[-1].sum().backward()
-        optimizer.step()
-
-    def full():
-        optimizer.zero_grad(set_to_none=True)
-        method(x, y).backward()
-        optimizer.step()
-
-    bare_s, full_s = timed(bare, args.steps), timed(full, args.steps)
+    bare_s, full_s = bare_and_full_step(method, x, y, optimizer, args.steps)
     epoch_s = full_s * -(-args.train_rows // args.batch)
     figures = {"input_dim": args.input_dim, "bits": args.bits, "batch": args.batch,
                "bare_step_s": bare_s, "train_step_s": full_s, "step_over_bare": full_s / bare_s,
@@ -108,9 +85,7 @@ def main(args):
     print(f"  this project           {sham_s:9.3f} s")
     print(f"  published algorithm    {published_sham_s:9.3f} s   {published_sham_s / sham_s:.2f}x this project's time")
     print(f"  one epoch of {args.train_rows} rows  {epoch_s:9.3f} s   SHAM = {sham_s / epoch_s:.4f} epochs")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    write_json(args.json, figures)
     return figures
 
 

@@ -15,12 +15,12 @@ Run from the repository root:  python3 -m bench.triplet_speed [--img-size 224] [
 
 import argparse
 import itertools
-import json
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from bench.timing import bare_and_full_step, fastest, write_json
 
 from methods.triplet import TripletHashing
 from models.losses.triplet import triplet_hashing_loss
@@ -45,18 +45,6 @@ def published_loss(embeddings, labels, margin):
     t = published_triplets(labels)
     a, p, n = embeddings[t[:, 0]], embeddings[t[:, 1]], embeddings[t[:, 2]]
     return F.relu((a - p).pow(2).sum(1) - (a - n).pow(2).sum(1) + margin).mean()
-
-
-def timed(fn, repeat):
-    """The fastest of ``repeat`` runs after a warm-up (the least disturbed by
-    other work on a shared machine)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def get_args_parser():
@@ -84,24 +72,13 @@ def main(args):
         return loss.item()
 
     assert abs(run(triplet_hashing_loss) - run(published_loss)) < 1e-4
-    ours, theirs = timed(lambda: run(triplet_hashing_loss), args.repeat), \
-        timed(lambda: run(published_loss), max(2, args.repeat // 4))
+    ours, theirs = fastest(lambda: run(triplet_hashing_loss), args.repeat), \
+        fastest(lambda: run(published_loss), max(2, args.repeat // 4))
     method = TripletHashing(args.bits, 20.0)
     images = torch.randn(batch, 3, args.img_size, args.img_size)
     optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
 
-    def bare():
-        optimizer.zero_grad(set_to_none=True)
-        method.net(images).sum().backward()
-        optimizer.step()
-
-    def full():
-        optimizer.zero_grad(set_to_none=True)
-        method(images, labels).backward()
-        optimizer.step()
-
-    method.train()
-    bare_s, full_s = timed(bare, args.steps), timed(full, args.steps)
+    bare_s, full_s = bare_and_full_step(method, images, labels, optimizer, args.steps)
     figures = {"batch": batch, "bits": args.bits, "triplets": int(len(published_triplets(labels))),
                "loss_ms": 1e3 * ours, "published_loss_ms": 1e3 * theirs,
                "loss_speedup": theirs / ours, "img_size": args.img_size,
@@ -112,9 +89,7 @@ def main(args):
     print(f"training step at {args.img_size}x{args.img_size}, {torch.get_num_threads()} threads:")
     print(f"  bare network step      {bare_s:9.3f} s")
     print(f"  full triplet step      {full_s:9.3f} s   {full_s / bare_s:.3f}x the bare step")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    write_json(args.json, figures)
     return figures
 
 

@@ -171,7 +171,7 @@ def test_reproduce_table_two_methods_two_lengths(tmp_path, monkeypatch):
         [("dcdh", 12, None), ("dcdh", 24, None), ("opqn", 12, None), ("opqn", 24, None)]
     assert run(reproduce, *argv, "--train-missing", "--epochs", 2, "--batch", 8) == 0
     rows = json.loads((tmp_path / "t.json").read_text())["rows"]
-    assert all(r["trained_here"] and 0 < r["mAP"] <= 1 for r in rows)
+    assert all(r["trained_here"] and r["mAP"] > 0.3 for r in rows)  # 4 classes: chance ~0.25
     # each cell equals evaluating its checkpoint alone
     dcdh24 = next(r for r in rows if r["method"] == "dcdh" and r["bits"] == 24)
     assert run(evaluation, "--dataset", "synthetic", "--load", dcdh24["checkpoint"], "--len", 24,

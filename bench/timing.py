@@ -1,0 +1,40 @@
+"""Timing helpers the benchmarks share."""
+
+import json
+import time
+
+
+def fastest(fn, repeat: int) -> float:
+    """The fastest of ``repeat`` runs after a warm-up (the least disturbed by
+    other work on a shared machine)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bare_and_full_step(method, inputs, targets, optimizer, repeat: int):
+    """(bare, full) seconds of one training step on the same batch: the
+    network with the sum of its outputs as loss, and the method's loss."""
+    def bare():
+        optimizer.zero_grad(set_to_none=True)
+        out = method.network(inputs)
+        (out[-1] if isinstance(out, list) else out).sum().backward()
+        optimizer.step()
+
+    def full():
+        optimizer.zero_grad(set_to_none=True)
+        method(inputs, targets).backward()
+        optimizer.step()
+
+    method.train()
+    return fastest(bare, repeat), fastest(full, repeat)
+
+
+def write_json(path, figures) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=2)
