@@ -10,7 +10,10 @@ For each setting (the methods' default shapes), on the same batches, in one run:
    autocast;
 3. **epoch**: ``utils.engine.loop.train_one_epoch`` over the project's data
    pipeline on built-in data of the same shape (--steps batches), i.e. the
-   step plus data loading and bookkeeping;
+   step plus data loading and bookkeeping, per batch;
+
+each the fastest of --repeat timings taken in turn (bare, step, epoch, then
+again), so that a slow spell of a shared machine hits all three alike;
 
 printing images (items) per second and the time ratios step/bare and
 epoch/bare (>= 1: slower than the bare network).
@@ -25,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -125,17 +127,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_steps(fn, steps, device) -> float:
-    """Median seconds of one call, after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+def interleaved(fns, repeats, device) -> list:
+    """The fastest of ``repeats`` timings of each function, timed in turn (one
+    of each, then again), after a warm-up call each: a slow spell of a shared
+    machine then hits every measurement alike instead of one of them."""
+    for fn in fns:
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync(device)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def measure(s: Setting, args, device) -> dict:
@@ -165,17 +171,15 @@ def measure(s: Setting, args, device) -> dict:
         loss.backward()
         optimizer.step()
 
-    method.train()
-    bare_s = time_steps(bare, args.steps, device)
-    step_s = time_steps(step, args.steps, device)
     config = FitConfig(1, device, None, last_path="unused", amp=args.amp, progress=False)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    train_one_epoch(trained, method, optimizer, scaler, loader, config, 0, dtype)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    train_one_epoch(trained, method, optimizer, scaler, loader, config, 0, dtype)
-    sync(device)
-    epoch_s = (time.perf_counter() - start) / len(loader)
+
+    def epoch():
+        train_one_epoch(trained, method, optimizer, scaler, loader, config, 0, dtype)
+
+    method.train()
+    bare_s, step_s, epoch_total = interleaved([bare, step, epoch], args.repeat, device)
+    epoch_s = epoch_total / len(loader)
     return {"name": s.name, "device": str(device), "batch": s.batch, "setting": s.describe(),
             "bare_images_per_s": s.batch / bare_s, "step_images_per_s": s.batch / step_s,
             "epoch_images_per_s": s.batch / epoch_s, "step_over_bare": step_s / bare_s,
@@ -186,7 +190,9 @@ def measure(s: Setting, args, device) -> dict:
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (and epoch length)")
+    p.add_argument("--steps", type=int, default=3, help="batches of the timed epoch")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="timings of each measurement, the fastest kept (default 3)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (several: measured on each)",
                    nargs="+")
     p.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"])
@@ -200,7 +206,7 @@ def get_args_parser():
 def main(args):
     rows = []
     print(f"{platform.platform()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"steps {args.steps}; amp {args.amp}, channels-last {args.channels_last}, "
+          f"epoch of {args.steps} batches, fastest of {args.repeat}; amp {args.amp}, channels-last {args.channels_last}, "
           f"compile {args.compile}")
     print(f"{'setting':<18} {'device':<7} {'batch':>5} {'bare img/s':>11} {'step img/s':>11} "
           f"{'epoch img/s':>12} {'step/bare':>9} {'epoch/bare':>10}")

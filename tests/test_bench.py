@@ -10,7 +10,7 @@ def test_train_speed_runs_and_writes_its_json(tmp_path):
     out = tmp_path / "train.json"
     args = train_speed.get_args_parser().parse_args(
         ["--settings", "dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp", "--tiny",
-         "--steps", "1", "--json", str(out)])
+         "--steps", "1", "--repeat", "1", "--json", str(out)])
     rows = train_speed.main(args)
     written = json.loads(out.read_text())["settings"]
     assert [r["name"] for r in written] == ["dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp"]

@@ -318,10 +318,13 @@ def test_learns_and_a_new_view_trains_alone(tmp_path, monkeypatch, capsys):
     assert "no checkpoint for view(s) 2 (Audio)" in capsys.readouterr().err
     assert run(main_DCHN, "--mode", "train", "--view", 2, *common) == 0
     assert all(files[v].read_bytes() == before[v] for v in files)
-    assert run(main_DCHN, "--mode", "eval", *common, "--json", tmp_path / "three.json") == 0
+    assert run(main_DCHN, "--mode", "eval", *common, "--json", tmp_path / "three.json",
+               "--report", tmp_path / "r.html") == 0
     three = json.loads((tmp_path / "three.json").read_text())
     assert np.array(three["results"]).shape == (3, 3)
     assert three["results"][0][1] == two["results"][0][1]  # the first two views unchanged
+    page = (tmp_path / "r.html").read_text()
+    assert "cross-view mAP" in page and f"{three['results'][0][1]:.4f}" in page
     printed = capsys.readouterr().out
     assert "results:  - mean:" in printed and "Image→Text" in printed
     # far above an untrained network

@@ -146,8 +146,14 @@ def test_train_two_models_then_evaluate(tmp_path, capsys):
     evaluated = tmp_path / "eval.json"
     codes = [tmp_path / "a.npz", tmp_path / "b.npz"]
     assert cli(*TINY, "-e", "--load", "a.tar", "b.tar", "--len", 12, 24, "--num", 2, 4,
-               "--words", 64, "--checkpoint-dir", ck, "--json", evaluated, "--save-codes", *codes) == 0
+               "--words", 64, "--checkpoint-dir", ck, "--json", evaluated, "--save-codes", *codes,
+               "--report", tmp_path / "r.html", "--plot", tmp_path / "plots") == 0
     again = json.loads(evaluated.read_text())
+    # both models on one figure; the report holds both models' numbers and the grid
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # two PQ plots (no radius) and the grid
+    for r in again:
+        assert f"{r['mAP']:.4f}</td>" in page
     # the built-in data's size comes from the checkpoint when not given
     plain = tmp_path / "plain.json"
     assert cli("--dataset", "synthetic", "--no-progress", "-e", "--load", "b.tar", "--len", 24,

@@ -51,6 +51,19 @@ def test_plots_are_images_of_the_json_numbers(trained, tmp_path):
         list(zip(map(float, radius["radius"]), radius["recall"]))
 
 
+def test_stored_codes_get_plots_and_a_report(tmp_path):
+    codes = tmp_path / "c.npz"
+    rng = np.random.default_rng(0)
+    np.savez(codes, db_codes=np.where(rng.random((60, 16)) < 0.5, 1, -1).astype(np.int8),
+             query_codes=np.where(rng.random((10, 16)) < 0.5, 1, -1).astype(np.int8),
+             db_labels=rng.integers(0, 3, 60), query_labels=rng.integers(0, 3, 10))
+    assert run(evaluation, "--codes", codes, "--report", tmp_path / "r.html", "--json",
+               tmp_path / "m.json") == 0
+    page = (tmp_path / "r.html").read_text()
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert f"{metrics['mAP']:.4f}</td>" in page and page.count("data:image/png;base64,") == 3
+
+
 def test_pq_plots_use_the_ranking_positions(tmp_path):
     metrics = {"curve": {"positions": [1, 5, 10], "precision": [1.0, 0.8, 0.5],
                          "recall": [0.1, 0.4, 0.5]}}

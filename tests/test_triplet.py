@@ -299,6 +299,10 @@ def test_run_folder_snapshots_resume_and_files_both_ways(tmp_path, capsys):
     snapshot = torch.load(folder / "triplet_resnet_16bits_004.pth", weights_only=True)
     assert list(snapshot) == list(HashModel(16).state_dict())  # a bare state_dict, as published
     HashModel(16).load(folder / "triplet_resnet_16bits_004.pth")  # the published loader
+    # -e with the pictures: the plots and the grid of the best snapshot
+    assert run(triplet_main, *TINY, "-e", "--load_path", folder / "triplet_resnet_16bits_best.pth",
+               "--plot", tmp_path / "plots", "--show-results", tmp_path / "grid") == 0
+    assert (tmp_path / "plots" / "radius.svg").is_file() and (tmp_path / "grid" / "retrieval.png").is_file()
     assert (tmp_path / "log" / "synthetic_SGD_16bits_8.0margin_.log").is_file()
     # a fresh run never replaces those files
     assert run(triplet_main, *common, "--num_epochs", 5) == 2
