@@ -3,7 +3,9 @@
 For each setting (the methods' default shapes), on the same batches, in one run:
 
 1. **bare**: the network alone: forward, a plain loss (the sum of the
-   outputs), backward, the method's optimizer step;
+   outputs, each with a fixed random sign: a plain sum has a zero gradient
+   behind a final BatchNorm, whose denormal arithmetic slows a CPU down far
+   beyond real training), backward, the method's optimizer step;
 2. **step**: the full training step: the method's loss (DCDH's center loss
    and regression step, OPQN's head and entropy, triplet mining, DCHN's
    target codes), backward, the same optimizer step, through the engine's
@@ -156,12 +158,21 @@ def measure(s: Setting, args, device) -> dict:
     loader = data(s, args.steps, device)
     inputs, targets = method.unpack(next(iter(loader)), device)
 
+    with torch.no_grad():
+        out = method.network(inputs)
+    out = out[-1] if isinstance(out, list) else out
+    # the outputs summed with fixed random signs: a plain sum has a zero gradient
+    # behind the final BatchNorm of DCDH's and OPQN's networks, and the denormal
+    # numbers that backward then produces make CPUs far slower than real training
+    signs = torch.randint(0, 2, out.shape, generator=torch.Generator().manual_seed(1)).to(
+        device, torch.float32) * 2 - 1
+
     def bare():
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, dtype):
             out = method.network(inputs)
         out = out[-1] if isinstance(out, list) else out
-        out.float().sum().backward()
+        (out.float() * signs).sum().backward()
         optimizer.step()
 
     def step():

@@ -381,3 +381,19 @@ def test_speed_benchmark_runs_at_a_tiny_size(tmp_path):
          "--available", "10", "--steps", "1", "--json", str(out)])
     figures = dchn_speed.main(args)
     assert json.loads(out.read_text()) == figures and figures["bits"] == 16
+
+
+def test_views_train_in_parallel_processes(tmp_path, monkeypatch):
+    """--view -1 --multiprocessing: every view in its own process, each writing
+    its own checkpoint, as a sequential run would."""
+    monkeypatch.chdir(tmp_path)
+    common = [*SYN, "--epochs", 1, "--lr", 1e-3]
+    assert run(trainSHAM, *common) == 0
+    assert run(main_DCHN, "--mode", "train", "--view", -1, "--multiprocessing", *common,
+               "--json", tmp_path / "t.json") == 0
+    views = json.loads((tmp_path / "t.json").read_text())["views"]
+    assert [v["view"] for v in views] == [0, 1] and all(v["epochs_run"] == 1 for v in views)
+    for v in (0, 1):
+        ckpt = load_checkpoint(tmp_path / "checkpoint" / checkpoint_name("synthetic", v, 16, 20),
+                               allow=CHECKPOINT_ALLOW)
+        assert ckpt["epoch"] == 0 and ckpt["train_state"]["finished"]
