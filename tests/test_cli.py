@@ -70,9 +70,15 @@ def test_loader_defaults(tmp_path):
 
     from data import DataRequest, build_splits, make_loaders
 
+    from data.loaders import TensorBatches
+
     memory = build_splits("synthetic", DataRequest(options=dict(num_identities=2)))
     loaders = make_loaders(memory, 8, torch.device("cpu"))
-    assert loaders.train.num_workers == 0 and loaders.database.num_workers == 0
+    # in memory: whole batches by indexing tensors, no loader processes
+    assert all(isinstance(l, TensorBatches) for l in (loaders.train, loaders.database, loaders.queries))
+    images, labels = next(iter(loaders.train))
+    assert images.shape == (8, 3, 32, 32) and labels.dtype == torch.int64
+    assert sum(len(b[1]) for b in loaders.database) == len(memory.database)
     for split in ("train", "test"):
         path = tmp_path / split / "a" / "0.png"
         path.parent.mkdir(parents=True)
