@@ -22,15 +22,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from methods.dchn import CHECKPOINT_ALLOW, DCHNView, checkpoint_name, cross_view_map, published_line
 from methods.recipes.dchn import PUBLISHED, per_view, recipe_for
-from utils.cli import (ArgumentParser, UsageError, add_report_args, check_writable_file,
-                       ensure_dir, fraction,
-                       int_at_least, non_negative_float, non_negative_int, positive_float,
-                       positive_int, run_script, write_json)
+from utils.cli import (ArgumentParser, UsageError, add_report_args, add_speed_args,
+                       check_writable_file, ensure_dir, fraction, int_at_least,
+                       non_negative_float, non_negative_int, positive_float, positive_int,
+                       run_script, write_json)
 from utils.engine.checkpoint import CheckpointError, load_checkpoint
 from utils.engine.logs import logging_to
 from utils.engine.loop import FitConfig, fit
 from utils.engine.rng import seed_everything
-from utils.retrieval.options import MetricOptions
 
 from data.multiview import DATASETS as MULTIVIEW_DATASETS  # noqa: E402
 
@@ -102,9 +101,7 @@ def get_args_parser():
     e.add_argument("--overwrite", action="store_true",
                    help="train afresh although the view's checkpoint exists")
     e.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
-    e.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
-                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
-                        "scaler (--amp fp16 / --amp bf16 to choose)")
+    add_speed_args(e, layout=False)
     e.add_argument("--log-dir", default="log")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--no-progress", action="store_true")

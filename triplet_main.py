@@ -19,9 +19,9 @@ from methods.triplet import TripletHashing
 from models.hash_model import BACKBONES
 from models.miners import MINERS
 from utils.cli import (ArgumentParser, UsageError, add_device_arg, add_metric_args, add_report_args,
-                       check_writable_file, data_kwargs, ensure_dir, format_metrics,
+                       add_speed_args, add_workers_arg, check_writable_file, data_kwargs,
+                       ensure_dir, format_metrics,
                        non_negative_int, positive_float, positive_int, run_script, write_json)
-from utils.cli.parser import add_workers_arg
 from utils.engine.checkpoint import CheckpointError, load_checkpoint, resume_from
 from utils.engine.distributed import cleanup, init_distributed
 from utils.engine.logs import logging_to
@@ -106,11 +106,7 @@ def get_args_parser():
                    help="continue a run (auto: the run folder's _last file)")
     e.add_argument("--overwrite", action="store_true",
                    help="start afresh although the run folder holds snapshots")
-    e.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
-                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
-                        "scaler (--amp fp16 / --amp bf16 to choose)")
-    e.add_argument("--compile", action="store_true", help="torch.compile the network")
-    e.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    add_speed_args(e)
     e.add_argument("--log-dir", default="log", help="the published log/<run name>.log goes here")
     e.add_argument("--json", metavar="OUT", help="write the final metrics as JSON")
     e.add_argument("--save-codes", metavar="OUT.npz", help="store the codes (stored-codes format)")

@@ -14,12 +14,12 @@
 Run from the repository root:  python3 -m bench.dchn_speed [--json OUT]
 """
 
-import argparse
 
 import numpy as np
 import torch
 
 from bench.timing import bare_and_full_step, fastest, write_json
+from utils.cli import ArgumentParser, positive_int
 
 from methods.dchn import DCHNView
 from models.sham import train_sham
@@ -47,14 +47,14 @@ def published_sham(num_classes, bits, gama, available):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input-dim", type=int, default=4096)
-    p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--classes", type=int, default=24)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--train-rows", type=int, default=10000, help="rows of one epoch (SHAM ratio)")
-    p.add_argument("--available", type=int, default=100)
-    p.add_argument("--steps", type=int, default=10)
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--input-dim", type=positive_int, default=4096)
+    p.add_argument("--bits", type=positive_int, default=64)
+    p.add_argument("--classes", type=positive_int, default=24)
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--train-rows", type=positive_int, default=10000, help="rows of one epoch (SHAM ratio)")
+    p.add_argument("--available", type=positive_int, default=100)
+    p.add_argument("--steps", type=positive_int, default=10)
     p.add_argument("--json")
     return p
 

@@ -49,6 +49,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.timing import write_json  # noqa: E402
+from utils.cli import (ArgumentParser, fraction, non_negative_int, positive_float,  # noqa: E402
+                       positive_int)
 from utils.retrieval import metrics  # noqa: E402
 
 # Subsets of at most this many query x database pairs run the baseline on
@@ -65,32 +68,32 @@ TARGET_E2E_RSS_MB = 1024.0
 
 
 def get_args_parser():
-    parser = argparse.ArgumentParser(
-        description="Time utils.retrieval.metrics.evaluate_codes against the naive official mAP loop.",
-        add_help=True)
-    parser.add_argument("--bits", type=int, default=48, help="code length (default 48)")
+    parser = ArgumentParser(
+        description="Time utils.retrieval.metrics.evaluate_codes against the published and the "
+                    "naive mAP loops.")
+    parser.add_argument("--bits", type=positive_int, default=48, help="code length (default 48)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=["1000x10000", "10000x200000"],
                         help="problem sizes QxN (queries x database items)")
-    parser.add_argument("--classes", type=int, default=530, help="number of classes (default 530)")
-    parser.add_argument("--flip-range", type=float, nargs=2, default=(0.05, 0.35),
+    parser.add_argument("--classes", type=positive_int, default=530, help="number of classes (default 530)")
+    parser.add_argument("--flip-range", type=fraction, nargs=2, default=(0.05, 0.35),
                         metavar=("LOW", "HIGH"),
                         help="per-item bit-flip probability range around the class prototype")
-    parser.add_argument("--baseline-queries", type=int, default=None,
+    parser.add_argument("--baseline-queries", type=non_negative_int, default=None,
                         help="queries the naive baseline runs on, its time extrapolated to all "
                              "queries (default: all when Q*N <= %d, else %d; 0 = all)"
                              % (FULL_BASELINE_MAX_PAIRS, DEFAULT_BASELINE_SUBSET))
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=positive_int, default=3,
                         help="timed runs of evaluate_codes per size and back end; the best is "
                              "reported, all are in the JSON (default 3)")
     parser.add_argument("--torch-all-sizes", action="store_true",
                         help="also time the torch back end above %d query x database pairs "
                              "(slow: minutes at 10000x200000)" % TORCH_MAX_PAIRS)
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the synthetic codes")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the synthetic codes")
     parser.add_argument("--skip-e2e", action="store_true",
                         help="skip the end-to-end `evaluation.py --codes` subprocess run")
     parser.add_argument("--eval-script", default="evaluation.py",
                         help="the CLI run end to end, relative to the repository root")
-    parser.add_argument("--e2e-timeout", type=float, default=600.0,
+    parser.add_argument("--e2e-timeout", type=positive_float, default=600.0,
                         help="seconds before the end-to-end run is killed (default 600)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write every figure to this JSON file")
     return parser
@@ -400,8 +403,6 @@ def print_e2e(e):
 
 def main(args):
     sizes = [s if isinstance(s, tuple) else parse_size(s) for s in args.sizes]
-    if args.bits < 1 or args.classes < 1:
-        raise SystemExit("--bits and --classes must be positive")
     import numba
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "numpy": np.__version__, "numba": numba.__version__, "cpu_count": os.cpu_count(),
@@ -482,10 +483,7 @@ def main(args):
     results["environment"]["loadavg_end"] = list(os.getloadavg())
     print(f"\nload average at the end: {results['environment']['loadavg_end'][0]:.2f} "
           f"(other jobs on the machine make timings noisy)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, results)
     return results
 
 

@@ -25,8 +25,6 @@ same run.  Usage, from the repository root::
     python3 -m bench.index_speed --db 100000 --queries 200 --json /tmp/index_speed.json
 """
 
-import argparse
-import json
 import math
 import os
 import platform
@@ -39,19 +37,20 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.eval_speed import synthetic_codes  # noqa: E402
-from utils.cli import non_negative_int, positive_int  # noqa: E402
+from bench.timing import write_json  # noqa: E402
+from utils.cli import ArgumentParser, fraction, non_negative_int, positive_int  # noqa: E402
 from utils.retrieval import faiss_index as fi  # noqa: E402
 from utils.retrieval.metrics import hamming_distance  # noqa: E402
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Time faiss binary indexes against the project's "
+    p = ArgumentParser(description="Time faiss binary indexes against the project's "
                                             "exact Hamming top-k on the same codes.")
     p.add_argument("--db", type=positive_int, default=1_000_000, help="database codes (default 1M)")
     p.add_argument("--queries", type=positive_int, default=1000, help="queries (default 1000)")
     p.add_argument("--bits", type=positive_int, default=48, help="code length (default 48)")
     p.add_argument("--classes", type=positive_int, default=530, help="classes (default 530)")
-    p.add_argument("--flip-range", type=float, nargs=2, default=(0.05, 0.35),
+    p.add_argument("--flip-range", type=fraction, nargs=2, default=(0.05, 0.35),
                    metavar=("LOW", "HIGH"), help="per-item bit-flip probability range")
     p.add_argument("--topk", type=positive_int, default=10, help="k of the searches (default 10)")
     p.add_argument("--nlist", type=positive_int, help="IVF lists (default about sqrt(N))")
@@ -228,10 +227,7 @@ def main(args):
     print(f"  load average at the end: {env['loadavg_end'][0]:.2f} (other jobs make timings noisy)")
     results = {"args": vars(args), "environment": env, "num_database": n, "num_queries": nq,
                "bits": bits, "topk": k, "baseline": baseline, "indexes": rows}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {args.json}")
+    write_json(args.json, results)
     return results
 
 

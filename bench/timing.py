@@ -44,6 +44,8 @@ def bare_and_full_step(method, inputs, targets, optimizer, repeat: int):
 
 
 def write_json(path, figures) -> None:
+    """Every figure of a run as JSON, when --json names a file."""
     if path:
         with open(path, "w") as f:
             json.dump(figures, f, indent=2)
+        print(f"wrote {path}")

@@ -27,14 +27,14 @@ Run from the repository root:
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
+
+from bench.timing import write_json
+from utils.cli import ArgumentParser, add_speed_args, positive_int
 
 SETTINGS = {}
 
@@ -199,16 +199,14 @@ def measure(s: Setting, args, device) -> dict:
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    p.add_argument("--steps", type=int, default=3, help="batches of the timed epoch")
-    p.add_argument("--repeat", type=int, default=3,
+    p.add_argument("--steps", type=positive_int, default=3, help="batches of the timed epoch")
+    p.add_argument("--repeat", type=positive_int, default=3,
                    help="timings of each measurement, the fastest kept (default 3)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (several: measured on each)",
                    nargs="+")
-    p.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"])
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    add_speed_args(p)
     p.add_argument("--tiny", action="store_true", help="a few items per batch (for tests)")
     p.add_argument("--json", help='write {"settings": [{"name", "device", "batch", ...}]}')
     return p
@@ -230,9 +228,7 @@ def main(args):
                   f"{row['bare_images_per_s']:>11.1f} {row['step_images_per_s']:>11.1f} "
                   f"{row['epoch_images_per_s']:>12.1f} {row['step_over_bare']:>9.3f} "
                   f"{row['epoch_over_bare']:>10.3f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"settings": rows}, f, indent=2)
+    write_json(args.json, {"settings": rows})
     return rows
 
 

@@ -13,7 +13,6 @@
 Run from the repository root:  python3 -m bench.triplet_speed [--img-size 224] [--json OUT]
 """
 
-import argparse
 import itertools
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.timing import bare_and_full_step, fastest, write_json
+from utils.cli import ArgumentParser, positive_int
 
 from methods.triplet import TripletHashing
 from models.losses.triplet import triplet_hashing_loss
@@ -48,13 +48,13 @@ def published_loss(embeddings, labels, margin):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bits", type=int, default=64)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--per-class", type=int, default=8)
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--repeat", type=int, default=20, help="timed repetitions of the loss")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p = ArgumentParser(description=__doc__)
+    p.add_argument("--bits", type=positive_int, default=64)
+    p.add_argument("--classes", type=positive_int, default=10)
+    p.add_argument("--per-class", type=positive_int, default=8)
+    p.add_argument("--img-size", type=positive_int, default=224)
+    p.add_argument("--repeat", type=positive_int, default=20, help="timed repetitions of the loss")
+    p.add_argument("--steps", type=positive_int, default=3, help="timed training steps")
     p.add_argument("--json", help="write the figures as JSON")
     return p
 

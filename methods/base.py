@@ -81,8 +81,9 @@ class Method(nn.Module):
     # -- training ---------------------------------------------------------------
     @property
     def network(self) -> nn.Module:
-        """The network that encodes inputs (compiled / converted by ``prepare``)."""
-        raise NotImplementedError
+        """The network that encodes inputs (compiled / converted by ``prepare``):
+        every method keeps it as ``self.net``."""
+        return self.net
 
     def unpack(self, batch, device):
         """(inputs, targets) of a loader batch, on ``device``."""

@@ -54,10 +54,6 @@ class DCDH(Method):
             raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
         self.criterion = DualClasswiseLoss(num_classes, bits, inner_param, sigma)
 
-    @property
-    def network(self):
-        return self.net
-
     def forward(self, images, labels):
         codes = self.net(images)
         with torch.autocast(codes.device.type, enabled=False):

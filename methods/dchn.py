@@ -65,10 +65,6 @@ class DCHNView(Method):
         self.losses: list = []
         self.last_epoch = -1
 
-    @property
-    def network(self):
-        return self.net
-
     def unpack(self, batch, device):
         x, labels = batch
         labels = torch.as_tensor(labels)

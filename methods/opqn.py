@@ -93,10 +93,6 @@ class OPQN(Method):
         self.head = OrthoPQ(config.feature_dim, config.num_books, config.num_words, num_classes,
                             scale=config.scale, margin=margin)
 
-    @property
-    def network(self):
-        return self.net
-
     def forward(self, images, labels):
         features = self.net(images)
         with torch.autocast(features.device.type, enabled=False):

@@ -52,10 +52,6 @@ class TripletHashing(Method):
             except Exception as exc:  # noqa: BLE001 - a missing, corrupt or foreign file
                 raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
 
-    @property
-    def network(self):
-        return self.net
-
     def forward(self, images, labels):
         embeddings = self.net(images)
         with torch.autocast(embeddings.device.type, enabled=False):

@@ -14,13 +14,17 @@ from script_runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.stem for p in ROOT.glob("*.py") if "def get_args_parser" in p.read_text())
+BENCHMARKS = sorted(f"bench.{p.stem}" for p in (ROOT / "bench").glob("*.py")
+                    if "def get_args_parser" in p.read_text())
 
 
 def test_scripts_are_found():
     assert {"dcdh_train", "evaluation", "opqn_main"} <= set(SCRIPTS)
+    assert {"bench.eval_speed", "bench.train_speed", "bench.triplet_speed", "bench.dchn_speed",
+            "bench.index_speed"} == set(BENCHMARKS)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", SCRIPTS + BENCHMARKS)
 def test_every_numeric_flag_is_checked(script):
     """No flag takes a bare int or float: each uses a checked type of utils.cli."""
     parser = importlib.import_module(script).get_args_parser()
@@ -42,6 +46,10 @@ def test_every_numeric_flag_is_checked(script):
     ("evaluation", ["--topk", "5", "0"], "error: argument --topk: expected a positive integer, got 0"),
     ("opqn_main", ["--miu", "-0.1"], "error: argument --miu: expected a number >= 0, got -0.1"),
     ("opqn_main", ["--words", "0"], "error: argument --words: expected a positive integer, got 0"),
+    ("bench.train_speed", ["--steps", "0"], "error: argument --steps: expected a positive integer, got 0"),
+    ("bench.eval_speed", ["--flip-range", "0.1", "2"],
+     "error: argument --flip-range: expected a number between 0 and 1, got 2"),
+    ("bench.dchn_speed", ["--bits", "-16"], "error: argument --bits: expected a positive integer, got -16"),
 ])
 def test_bad_numbers_are_one_line(capsys, script, argv, message):
     assert run(importlib.import_module(script), *argv) == 2

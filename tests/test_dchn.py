@@ -5,7 +5,6 @@ evaluation, every data layout, and the scripts (learning, a new view, bad
 input)."""
 
 import json
-import os
 import pickle
 from pathlib import Path
 

@@ -21,7 +21,6 @@ from methods.triplet import TripletHashing
 from models import HashModel, triplet_hashing_loss
 from models.miners import mine, squared_distances, triplet_list, valid_triplets
 from script_runner import run
-from utils.engine.checkpoint import CheckpointError
 from utils.retrieval.metrics import evaluate_codes, hamming_ranking_stats, ternary_as_bits
 from weight_fill import fill_state_dict, sine_input
 

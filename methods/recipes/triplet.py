@@ -13,7 +13,7 @@ Published lines the values come from:
   quarter of the code length").
 
 ``synthetic``: 30 epochs with an evaluation every 10, enough to learn the
-built-in faces in a few CPU minutes at 32 px.
+built-in faces in a few CPU minutes at 64 px (``SYNTHETIC_IMG_SIZE`` in triplet_main.py).
 """
 
 from __future__ import annotations

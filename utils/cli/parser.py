@@ -72,16 +72,24 @@ def add_engine_args(parser):
                    help="continue a run from a checkpoint it wrote (auto: its _last file)")
     g.add_argument("--overwrite", action="store_true",
                    help="start afresh even if the --save file exists (it is replaced)")
-    g.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
-                   help="mixed precision: bf16 autocast where supported, else fp16 with a grad "
-                        "scaler (--amp fp16 / --amp bf16 to choose)")
-    g.add_argument("--compile", action="store_true", help="run the network through torch.compile")
-    g.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    add_speed_args(g)
     g.add_argument("--checkpoint-dir", default="checkpoint")
     g.add_argument("--log-dir", default="log")
     g.add_argument("--json", metavar="OUT", help="write the final metrics as JSON")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     return g
+
+
+def add_speed_args(group, layout: bool = True):
+    """--amp, and (for convolutional networks) --compile and --channels-last."""
+    group.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
+                       help="mixed precision: bf16 autocast where supported, else fp16 with a "
+                            "grad scaler (--amp fp16 / --amp bf16 to choose)")
+    if layout:
+        group.add_argument("--compile", action="store_true",
+                           help="run the network through torch.compile")
+        group.add_argument("--channels-last", action="store_true",
+                           help="channels-last memory format")
 
 
 def add_device_arg(group):

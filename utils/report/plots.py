@@ -42,12 +42,30 @@ def pr_series(metrics: dict) -> List[Tuple[float, float]]:
     return _finite(zip(curve["recall"], curve["precision"]))
 
 
-def _save(fig, out_dir: Path, name: str) -> List[Path]:
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+def _draw(plt, out_dir: Path, name: str, series: Series, title: str, xlabel: str,
+          ylabel: str, dashed=(), log_x: bool = False, unit_x: bool = False) -> dict:
+    """One figure of ``series`` (label -> points; labels in ``dashed`` drawn
+    dashed), written as ``name``.png and .svg; returns its files and series."""
+    fig, ax = plt.subplots(figsize=SIZE_INCHES)
+    for label, points in series.items():
+        xs, ys = zip(*points) if points else ((), ())
+        ax.plot(xs, ys, marker=".", linestyle="--" if label in dashed else "-", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    if unit_x:
+        ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    for path in paths:
+    files = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    for path in files:
         fig.savefig(path, dpi=DPI)
-    return paths
+    plt.close(fig)
+    return {"files": files, "series": series}
 
 
 def plot_curves(runs: Sequence[Tuple[str, dict]], out_dir) -> Dict[str, dict]:
@@ -56,59 +74,25 @@ def plot_curves(runs: Sequence[Tuple[str, dict]], out_dir) -> Dict[str, dict]:
     plt = _pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = {}
-
-    fig, ax = plt.subplots(figsize=SIZE_INCHES)
-    series: Series = {}
-    for label, m in runs:
-        series[label] = pr_series(m)
-        xs, ys = zip(*series[label]) if series[label] else ((), ())
-        ax.plot(xs, ys, marker=".", label=label)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("precision-recall (Hamming radii; PQ: score thresholds)")
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn["pr_curve"] = {"files": _save(fig, out_dir, "pr_curve"), "series": series}
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=SIZE_INCHES)
-    series = {}
-    for label, m in runs:
-        series[label] = _finite(zip(m["curve"]["positions"], m["curve"]["precision"]))
-        xs, ys = zip(*series[label]) if series[label] else ((), ())
-        ax.plot(xs, ys, marker=".", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("ranking position")
-    ax.set_ylabel("precision")
-    ax.set_title("precision at ranking positions")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    drawn["precision_at_positions"] = {"files": _save(fig, out_dir, "precision_at_positions"),
-                                       "series": series}
-    plt.close(fig)
-
-    hamming = [(label, m) for label, m in runs if m.get("pr_curve_radius")]
+    drawn = {
+        "pr_curve": _draw(
+            plt, out_dir, "pr_curve", {label: pr_series(m) for label, m in runs},
+            "precision-recall (Hamming radii; PQ: score thresholds)", "recall", "precision",
+            unit_x=True),
+        "precision_at_positions": _draw(
+            plt, out_dir, "precision_at_positions",
+            {label: _finite(zip(m["curve"]["positions"], m["curve"]["precision"]))
+             for label, m in runs},
+            "precision at ranking positions", "ranking position", "precision", log_x=True),
+    }
+    hamming = [(label, m["pr_curve_radius"]) for label, m in runs if m.get("pr_curve_radius")]
     if hamming:
-        fig, ax = plt.subplots(figsize=SIZE_INCHES)
-        series = {}
-        for label, m in hamming:
-            radius = m["pr_curve_radius"]
-            series[f"{label} precision"] = _finite(zip(radius["radius"], radius["precision"]))
-            series[f"{label} recall"] = _finite(zip(radius["radius"], radius["recall"]))
+        series: Series = {}
+        for label, radius in hamming:
             for name in ("precision", "recall"):
-                xs, ys = zip(*series[f"{label} {name}"]) if series[f"{label} {name}"] else ((), ())
-                ax.plot(xs, ys, marker=".", linestyle="-" if name == "precision" else "--",
-                        label=f"{label} {name}")
-        ax.set_xlabel("Hamming radius r (inclusive)")
-        ax.set_ylabel("within radius r")
-        ax.set_title("precision and recall within Hamming radius")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        drawn["radius"] = {"files": _save(fig, out_dir, "radius"), "series": series}
-        plt.close(fig)
+                series[f"{label} {name}"] = _finite(zip(radius["radius"], radius[name]))
+        drawn["radius"] = _draw(
+            plt, out_dir, "radius", series, "precision and recall within Hamming radius",
+            "Hamming radius r (inclusive)", "within radius r",
+            dashed={f"{label} recall" for label, _ in hamming})
     return drawn
