@@ -7,69 +7,69 @@ Published form:  python trainSHAM.py --datasets mirflickr25k --output_shape 64 -
 
 The --available_num labelled rows are drawn from the training labels with
 --seed (the published script draws them unseeded).  An existing W file is
-reused, as published (--overwrite recomputes it).
+reused, as published (--overwrite recomputes it).  The published script
+shares main_DCHN.py's parser: its training flags are accepted here and do
+nothing (they are not listed).
 """
 
+import argparse
 import sys
-from pathlib import Path
 
-import numpy as np
+from methods.dchn import DCHNConfig
+from methods.recipes.dchn import DCHNRecipe
+from pipeline.cli import add_multiview_args, multiview_data
+from utils.cli import (ArgumentParser, add_dataclass_args, dataclass_values, non_negative_int,
+                       run_script, write_json)
 
-from main_DCHN import add_config_args
-from utils.cli import ArgumentParser, UsageError, ensure_dir, run_script, write_json
+# main_DCHN.py's flags that a published trainSHAM.py command line may carry
+IGNORED = {"--mode": 1, "--view": 1, "--alpha": 1, "--epochs": 1, "--lr_update": 1,
+           "--batch_sizes": "+", "--lr": "+", "--beta1": 1, "--beta2": 1, "--prefix": 1,
+           "--num_workers": 1, "--gpu_id": 1, "--multiprocessing": 0, "--pretrained": 1,
+           "--device": 1, "--log-dir": 1, "--no-progress": 0, "--deterministic": 0}
 
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
-    add_config_args(p)
+    add_dataclass_args(p, DCHNConfig, only=("bits", "gama", "available_num", "sham_dir"),
+                       defaults=True)
+    add_multiview_args(p)
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="draws the --available_num labelled rows")
     p.add_argument("--overwrite", action="store_true", help="recompute an existing W file")
     p.add_argument("--save-loss", action="store_true",
                    help="also write SHAM_loss_C..._A....mat (the published save_loss)")
     p.add_argument("--json", metavar="OUT", help="write W's facts (shape, best step, losses)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="accepted for symmetry with main_DCHN.py (SHAM shows no progress bar)")
+    for flag, nargs in IGNORED.items():
+        kind = {"nargs": "+"} if nargs == "+" else {"action": "store_true"} if nargs == 0 else {}
+        p.add_argument(flag, dest=f"ignored{flag}", help=argparse.SUPPRESS, **kind)
     return p
 
 
 def main(args):
     from data.multiview import training_labels
-    from main_DCHN import load_views
-    from models.sham import load_sham, save_sham, sham_file_name, train_sham
+    from methods.dchn import sham_file
+    from utils.engine.files import check_writable_file
 
+    if args.json:
+        check_writable_file(args.json, "--json")
     print("SHAM starting...")
-    if args.datasets == "synthetic":
-        data = load_views(args, 0)
-        labels = np.asarray(data.views[0].labels)[data.views[0].train]
+    data = multiview_data(args)
+    labels = training_labels(data.dataset, data.root, data.options)
+    config = DCHNConfig(**dataclass_values(args, DCHNConfig))
+    sham = sham_file(config, labels, args.seed, args.overwrite)
+    facts = {"file": str(sham.path), "reused": sham.reused, "shape": list(sham.W.shape)}
+    if sham.reused:
+        print(f"SHAM has been trained. W has been reused! ({sham.path}; --overwrite recomputes it)")
     else:
-        options = {"views": args.views, "labels_key": args.labels_key, "query": args.query_size,
-                   "train": args.train_size}
-        labels = training_labels(args.datasets, args.data_root, options)
-    num_classes = labels.shape[1]
-    if args.available_num > labels.shape[0]:
-        raise UsageError(f"--available_num {args.available_num} exceeds the {labels.shape[0]} "
-                         f"training rows of {args.datasets}")
-    sham_dir = ensure_dir(args.sham_dir, "--sham-dir")
-    path = sham_dir / sham_file_name(num_classes, args.output_shape, args.gama, args.available_num)
-    if path.is_file() and not args.overwrite:
-        W = load_sham(path)
-        print(f"SHAM has been trained. W has been reused! ({path}; --overwrite recomputes it)")
-        facts = {"file": str(path), "reused": True, "shape": list(W.shape)}
-    else:
-        order = np.random.RandomState(args.seed).permutation(labels.shape[0])
-        available = labels[order[:args.available_num]] if args.available_num > 0 else None
-        result = train_sham(num_classes, args.output_shape, args.gama, available)
+        r = sham.result
         for step in (0, 20, 40):
-            print("iters %d: %.5f" % (step, result.losses[step]))
-        save_sham(path, result.W)
+            print("iters %d: %.5f" % (step, r.losses[step]))
         if args.save_loss:
             from scipy.io import savemat
 
-            savemat(Path(f"SHAM_loss_C{num_classes}_O{args.output_shape}_G{args.gama:g}_"
-                         f"A{args.available_num}.mat"), {"loss": result.losses})
-        print(f"W of step {result.best_iter} (loss {result.losses[result.best_iter]:.5f}) "
-              f"written to {path}")
-        facts = {"file": str(path), "reused": False, "shape": list(result.W.shape),
-                 "best_iter": result.best_iter, "losses": result.losses.tolist()}
+            savemat(sham.path.name.replace("SHAM_W_", "SHAM_loss_"), {"loss": r.losses})
+        print(f"W of step {r.best_iter} (loss {r.losses[r.best_iter]:.5f}) written to {sham.path}")
+        facts.update(best_iter=r.best_iter, losses=r.losses.tolist())
     print("SHAM finished.")
     if args.json:
         write_json(args.json, facts)

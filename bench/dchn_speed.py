@@ -21,7 +21,9 @@ import torch
 from bench.timing import bare_and_full_step, fastest, write_json
 from utils.cli import ArgumentParser, positive_int
 
-from methods.dchn import DCHNView
+from data import DataFacts
+from methods import create_method
+from methods.recipes.dchn import PUBLISHED
 from models.sham import train_sham
 
 
@@ -66,10 +68,12 @@ def main(args):
     W = train_sham(args.classes, args.bits, 1.0, available).W
     sham_s = fastest(lambda: train_sham(args.classes, args.bits, 1.0, available), 3)
     published_sham_s = fastest(lambda: published_sham(args.classes, args.bits, 1.0, available), 3)
-    method = DCHNView(0, args.input_dim, args.bits, W)
+    method = create_method("dchn", {"bits": args.bits, "view": 0},
+                           DataFacts(args.classes, input_dim=args.input_dim, multi_label=True))
+    method.set_targets(W)
     x = torch.randn(args.batch, args.input_dim)
     y = torch.from_numpy(labels)
-    optimizer = method.optimizer(1e-4, (0.5, 0.999))
+    optimizer, _ = method.configure_optimizers(PUBLISHED)
     bare_s, full_s = bare_and_full_step(method, x, y, optimizer, args.steps)
     epoch_s = full_s * -(-args.train_rows // args.batch)
     figures = {"input_dim": args.input_dim, "bits": args.bits, "batch": args.batch,

@@ -29,99 +29,83 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from bench.timing import write_json
-from utils.cli import ArgumentParser, add_speed_args, positive_int
-
-SETTINGS = {}
+from pipeline.cli import add_speed_args, speed_options
+from utils.cli import ArgumentParser, positive_int
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One shape of one registered method (``Method.speed_settings``)."""
     name: str
     method: str
+    config: dict
+    facts: object  # data.DataFacts
     batch: int
-    img: int = 32  # image side (DCHN: the feature width)
-    bits: int = 48
-    classes: int = 530
-    arch: str = ""
-    books: int = 0
-    words: int = 0
 
     def describe(self) -> str:
-        shape = f"{self.img}-d features" if self.method == "dchn" else f"3x{self.img}x{self.img}"
-        return f"{self.method} {self.arch or ''} {shape}, batch {self.batch}, {self.bits} bits".replace("  ", " ")
+        f = self.facts
+        shape = f"{f.input_dim}-d features" if f.input_dim else f"3x{f.img_size}x{f.img_size}"
+        return f"{self.method} {shape}, batch {self.batch}, {self.config.get('bits')} bits"
 
 
-for s in (Setting("dcdh_dfhnet", "dcdh", 256, 32, 48, 530, "dfhnet"),
-          Setting("dcdh_sphere20", "dcdh", 256, 112, 48, 530, "sphere20"),
-          Setting("opqn_s4", "opqn", 256, 32, 36, 530, books=6, words=64),
-          Setting("opqn_s7", "opqn", 256, 112, 64, 530, books=8, words=256),
-          Setting("triplet_resnet18", "triplet", 80, 224, 64, 100, "resnet18"),
-          Setting("dchn_mlp", "dchn", 64, 4096, 64, 24)):
-    SETTINGS[s.name] = s
+def settings() -> dict:
+    """Every registered method's benchmark shapes, by name."""
+    from methods import method_class, method_names
+
+    out = {}
+    for method in method_names():
+        for name, config, facts, batch in method_class(method).speed_settings():
+            out[name] = Setting(name, method, config, facts, batch)
+    return out
 
 
 def tiny(s: Setting) -> Setting:
-    """A few items, for the tests: the same code paths at a fraction of the cost."""
-    img = s.img if s.method in ("dcdh", "opqn") else (64 if s.method == "triplet" else s.img)
-    return replace(s, batch=8 if s.method == "triplet" else 4, classes=4, img=img)
+    """A few items of a few classes, for the tests: the same code paths at a
+    fraction of the cost (images at 64 px at most)."""
+    from dataclasses import replace
+
+    facts = s.facts
+    if facts.img_size and facts.img_size > 112:
+        facts = replace(facts, img_size=64)
+    return replace(s, facts=replace(facts, num_classes=4), batch=8)
 
 
 def build(s: Setting, device):
-    """(method, optimizer, one batch (inputs, targets), loaders factory)."""
-    if s.method == "dcdh":
-        from methods.dcdh import DCDH
-        from methods.recipes.dcdh import recipe_for
+    """(method, optimizer) of a setting, as a training run builds them."""
+    from methods import method_class
 
-        method = DCDH(s.arch, s.bits, s.classes)
-        optimizer = method.optimizer(recipe_for("synthetic", s.img, s.arch), 0.005)
-    elif s.method == "opqn":
-        from methods.opqn import OPQN, PQConfig
-        from methods.recipes.opqn import recipe_for
-
-        method = OPQN(PQConfig.make(s.bits, s.books, s.words, s.img), s.classes)
-        optimizer = method.optimizer(recipe_for("synthetic", s.img), 0.1)
-    elif s.method == "triplet":
-        from methods.recipes.triplet import PUBLISHED
-        from methods.triplet import TripletHashing
-
-        method = TripletHashing(s.bits, 20.0)
-        optimizer = method.optimizer(PUBLISHED, 0.001)
-    else:
-        from methods.dchn import DCHNView
-        from models.sham import train_sham
-
-        method = DCHNView(0, s.img, s.bits, train_sham(s.classes, s.bits, 1.0).W)
-        optimizer = method.optimizer(1e-4, (0.5, 0.999))
-    return method.to(device), optimizer
+    cls = method_class(s.method)
+    config = cls.make_config("synthetic", s.facts, s.config)
+    method = cls(config, s.facts)
+    recipe = cls.make_recipe("synthetic", s.facts, config, {"batch": s.batch})
+    optimizer, _ = method.to(device).configure_optimizers(recipe)
+    return method, optimizer, recipe
 
 
-def data(s: Setting, steps: int, device):
-    """A training loader of built-in data of the setting's shape, `steps` batches long."""
+def data(s: Setting, method, recipe, steps: int, device):
+    """A training loader of built-in data of the setting's shape, ``steps``
+    batches long, batched as the method trains (its sampler, where it has one)."""
     from data.loaders import TensorBatches
 
     n = s.batch * steps
-    if s.method == "dchn":
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(n, s.img, generator=gen)
-        labels = (torch.rand(n, s.classes, generator=gen) < 0.2).float()
+    gen = torch.Generator().manual_seed(0)
+    if s.facts.input_dim:
+        x = torch.randn(n, s.facts.input_dim, generator=gen)
+        labels = (torch.rand(n, s.facts.num_classes, generator=gen) < 0.2).float()
         return TensorBatches(x, labels, s.batch, shuffle=True, device=device)
     from data.synthetic import make_synthetic_faces
 
-    per_class = max(1, -(-n // s.classes))
-    faces = make_synthetic_faces(min(s.classes, n), per_class, 0, img_size=s.img)
+    classes = min(s.facts.num_classes, n)
+    faces = make_synthetic_faces(classes, -(-n // classes), 0, img_size=s.facts.img_size)
     images, labels = faces.train_images[:n], faces.train_labels[:n]
-    if s.method == "triplet":
-        from data.samplers import ClassBalancedBatchSampler
-
-        per = 8 if s.batch % 8 == 0 and s.batch >= 16 else 2
-        sampler = ClassBalancedBatchSampler(labels.tolist(), s.batch // per, per, seed=0)
-        return TensorBatches(images, labels, s.batch, device=device, batch_sampler=sampler)
-    return TensorBatches(images, labels, s.batch, shuffle=True, device=device)
+    sampler = method.train_sampler(TensorBatches(images, labels, s.batch), recipe, 0, 0, 1)
+    return TensorBatches(images, labels, s.batch, shuffle=sampler is None, device=device,
+                         batch_sampler=sampler)
 
 
 def sync(device):
@@ -148,14 +132,16 @@ def interleaved(fns, repeats, device) -> list:
 
 def measure(s: Setting, args, device) -> dict:
     from utils.engine.distributed import DistInfo
+    from utils.engine.files import RunFiles
     from utils.engine.loop import FitConfig, train_one_epoch
     from utils.engine.precision import amp_dtype, autocast, prepare
 
     torch.manual_seed(0)
-    method, optimizer = build(s, device)
-    trained = prepare(method, device, DistInfo(), args.compile, args.channels_last)
+    method, optimizer, recipe = build(s, device)
+    speed = speed_options(args)
+    trained = prepare(method, device, DistInfo(), speed)
     dtype = amp_dtype(device, args.amp)
-    loader = data(s, args.steps, device)
+    loader = data(s, method, recipe, args.steps, device)
     inputs, targets = method.unpack(next(iter(loader)), device)
 
     with torch.no_grad():
@@ -182,7 +168,7 @@ def measure(s: Setting, args, device) -> dict:
         loss.backward()
         optimizer.step()
 
-    config = FitConfig(1, device, None, last_path="unused", amp=args.amp, progress=False)
+    config = FitConfig(1, device, RunFiles(last="unused"), speed=speed, progress=False)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
     def epoch():
@@ -200,15 +186,18 @@ def measure(s: Setting, args, device) -> dict:
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    names = list(settings())
+    p.add_argument("--settings", nargs="+", default=names, choices=names,
+                   help="which shapes (every registered method's)")
     p.add_argument("--steps", type=positive_int, default=3, help="batches of the timed epoch")
     p.add_argument("--repeat", type=positive_int, default=3,
                    help="timings of each measurement, the fastest kept (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (several: measured on each)",
-                   nargs="+")
+    p.add_argument("--device", default=["cpu"], nargs="+",
+                   help="cpu, cuda, cuda:N (several: measured on each)")
     add_speed_args(p)
     p.add_argument("--tiny", action="store_true", help="a few items per batch (for tests)")
-    p.add_argument("--json", help='write {"settings": [{"name", "device", "batch", ...}]}')
+    p.add_argument("--json", metavar="OUT",
+                   help='write {"settings": [{"name", "device", "batch", ...}]}')
     return p
 
 
@@ -219,8 +208,9 @@ def main(args):
           f"compile {args.compile}")
     print(f"{'setting':<18} {'device':<7} {'batch':>5} {'bare img/s':>11} {'step img/s':>11} "
           f"{'epoch img/s':>12} {'step/bare':>9} {'epoch/bare':>10}")
+    known = settings()
     for name in args.settings:
-        s = tiny(SETTINGS[name]) if args.tiny else SETTINGS[name]
+        s = tiny(known[name]) if args.tiny else known[name]
         for device in (args.device if isinstance(args.device, list) else [args.device]):
             row = measure(s, args, torch.device(device))
             rows.append(row)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from bench.timing import bare_and_full_step, fastest, write_json
 from utils.cli import ArgumentParser, positive_int
 
-from methods.triplet import TripletHashing
+from data import DataFacts
+from methods import create_method
 from models.losses.triplet import triplet_hashing_loss
 
 
@@ -74,7 +75,8 @@ def main(args):
     assert abs(run(triplet_hashing_loss) - run(published_loss)) < 1e-4
     ours, theirs = fastest(lambda: run(triplet_hashing_loss), args.repeat), \
         fastest(lambda: run(published_loss), max(2, args.repeat // 4))
-    method = TripletHashing(args.bits, 20.0)
+    method = create_method("triplet", {"bits": args.bits, "margin": 20.0},
+                           DataFacts(args.classes, args.img_size))
     images = torch.randn(batch, 3, args.img_size, args.img_size)
     optimizer = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
 

@@ -1,14 +1,15 @@
 """Datasets: readers (one per published layout), transform presets per method,
 loaders and samplers.
 
-* ``registry.py``: names -> builders (``build_splits(name, DataRequest)``).
+* ``registry.py``: names -> builders (``build_splits(name, DataRequest)``),
+  ``Splits`` and the ``DataFacts`` a method is built from.
 * ``faces.py``: DCDH / OPQN face datasets (facescrub, youtube, cfw, vggface2,
   folder, synthetic), on ``ddh.py`` (DDH pickles), ``folders.py`` (identity
   folder trees) and ``synthetic.py`` (built-in procedural faces).
 * ``fine_grained.py``: CUB-200-2011 and Stanford Dogs in their official
   release layouts (triplet hashing).
 * ``multiview.py``: DCHN's multi-view, multi-label feature sets in the
-  published layouts and splits (and a built-in synthetic one).
+  published layouts and splits (and a built-in synthetic one), one view at a time.
 * ``transforms.py``: one preset per method, each its published pipeline.
 * ``samplers.py``: class-balanced and random batch samplers.
 * ``loaders.py``: the training, database and query loaders of a run.
@@ -20,7 +21,9 @@ from data import faces, fine_grained, multiview  # noqa: F401  (register their d
 from data.ddh import DDHFaces, find_ddh_root
 from data.errors import DatasetError
 from data.loaders import Loaders, make_loaders
-from data.registry import DataRequest, Splits, build_splits, dataset_names, register_dataset
+from data.registry import (DataFacts, DataRequest, Splits, build_splits, dataset_names,
+                           dataset_spec, register_dataset)
 
-__all__ = ["DDHFaces", "DataRequest", "DatasetError", "Loaders", "Splits", "build_splits",
-           "dataset_names", "find_ddh_root", "make_loaders", "register_dataset"]
+__all__ = ["DDHFaces", "DataFacts", "DataRequest", "DatasetError", "Loaders", "Splits",
+           "build_splits", "dataset_names", "dataset_spec", "find_ddh_root", "make_loaders",
+           "register_dataset"]

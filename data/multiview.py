@@ -39,9 +39,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from data.errors import DatasetError
 from data.layout import one_line
+from data.registry import DataRequest, Splits, register_dataset
 
 
 @dataclass
@@ -279,13 +282,26 @@ def default_root(name: str) -> Optional[str]:
     return os.path.join("..", "datasets", folder) if folder else None
 
 
+_CACHE: dict = {}
+
+
+def _all_views(name: str, root: Optional[str], options: dict) -> list:
+    """Every view of ``name``, read once per process (the views of one run
+    are built one at a time, each from the same files)."""
+    key = (name, root, repr(sorted((k, v) for k, v in options.items() if k != "view")))
+    if key not in _CACHE:
+        _CACHE.clear()  # one data set at a time: feature matrices are large
+        _CACHE[key] = DATASETS[name][1](root, options)
+    return _CACHE[key]
+
+
 def load_multiview(name: str, root: Optional[str] = None, view: int = -1,
                    options: Optional[dict] = None) -> MultiView:
     """The views of ``name`` (``view`` -1: all; k: view k only)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     root = root or default_root(name)
-    views = DATASETS[name][1](root, dict(options or {}))
+    views = _all_views(name, root, dict(options or {}))
     if view >= len(views) or view < -1:
         raise DatasetError(f"{name} has {len(views)} views (0..{len(views) - 1}); --view {view} "
                            f"does not exist")
@@ -305,3 +321,66 @@ def training_labels(name: str, root: Optional[str] = None, options: Optional[dic
     data = load_multiview(name, root, 0, options)
     view = data.views[0]
     return np.asarray(view.labels)[view.train]
+
+
+# -- one view's rows as datasets, registered for the DCHN method ----------------------------
+
+class FeatureRows(Dataset):
+    """Rows of one feature view, in memory: (features float32, label row)."""
+
+    def __init__(self, view: ViewData, rows):
+        rows = np.asarray(rows)
+        self.images = torch.from_numpy(np.asarray(view.data)[rows])
+        self.labels = torch.from_numpy(np.asarray(view.labels)[rows])
+        self.transform = None
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+
+class ImageRows(Dataset):
+    """Rows of the raw-image view, read lazily through the published transform
+    (uint8 [3, W, H] -> PIL -> CenterCrop 224 -> ImageNet normalisation)."""
+
+    def __init__(self, view: ViewData, rows):
+        from torchvision import transforms
+
+        self.view, self.rows = view, np.asarray(rows)
+        self.labels = np.asarray(view.labels)[self.rows]  # the rows' label matrix
+        self.transform = transforms.Compose([
+            transforms.ToPILImage(), transforms.CenterCrop(224), transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        image = np.asarray(self.view.data[int(self.rows[index])]).astype("uint8")
+        return self.transform(image.transpose(2, 1, 0)), torch.from_numpy(self.labels[index])
+
+
+def build_view(name: str, request: DataRequest) -> Splits:
+    """One view of a multi-view set (``request.options["view"]``, default 0):
+    its training rows, its retrieval rows as the database, its query rows."""
+    options = dict(request.options)
+    view = int(options.get("view", 0))
+    data = load_multiview(name, request.root, view, options)
+    v = data.views[0]
+    rows = ImageRows if v.is_images else FeatureRows
+    names = tuple(x.name for x in _all_views(name, request.root or default_root(name), options))
+    return Splits(rows(v, v.train), rows(v, v.retrieval), rows(v, v.query),
+                  num_classes=int(v.labels.shape[1]), img_size=224 if v.is_images else None,
+                  root=request.root, in_memory=not v.is_images,
+                  input_dim=None if v.is_images else v.input_dim, multi_label=True,
+                  view_names=names, view=view)
+
+
+def view_count(name: str, root: Optional[str] = None, options: Optional[dict] = None) -> int:
+    return load_multiview(name, root, -1, options).num_views
+
+
+for _name, (_folder, _reader) in DATASETS.items():
+    register_dataset(_name, "multiview", f"multi-view features ({_folder or 'no files'})")(build_view)

@@ -1,17 +1,21 @@
 """Dataset names -> builders.  A reader module registers each dataset it
 provides with ``@register_dataset(name, kinds)``; the scripts list the
 names of a kind for their ``--dataset`` choices, so nothing keeps a list of
-names in sync by hand.
+names in sync by hand.  A name may be registered once per kind of data
+(``synthetic`` is built-in faces for the image methods and built-in
+multi-view features for DCHN).
 
 A builder takes a ``DataRequest`` and returns ``Splits``: the training split
-(with the training transform), the same items as the retrieval database
-(with the test transform) and the test split as queries.
+(with the training transform), the retrieval database (the training items
+with the test transform, or the dataset's own retrieval set) and the test
+split as queries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from torch.utils.data import Dataset
 
@@ -30,20 +34,47 @@ class DataRequest:
     options: Dict[str, Any] = field(default_factory=dict)  # builder specific (synthetic sizes, ...)
 
 
+@dataclass(frozen=True)
+class DataFacts:
+    """What a method needs to know of its data to be built."""
+    num_classes: int
+    img_size: Optional[int] = None  # image side (None: feature vectors)
+    input_dim: Optional[int] = None  # feature width (None: images)
+    multi_label: bool = False
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "DataFacts":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
 @dataclass
 class Splits:
     train: Dataset  # training split, training transform
-    database: Dataset  # the same items in order, test transform: the retrieval database
+    database: Dataset  # the retrieval database, test transform
     queries: Dataset  # test split, test transform
     num_classes: int  # size of a classifier head (identities of the training split)
     img_size: Optional[int]
     root: Optional[str] = None
     in_memory: bool = False  # tensors already in memory: no loader workers needed
+    input_dim: Optional[int] = None  # feature vectors: their width
+    multi_label: bool = False  # label matrices [n, C] instead of class ids
+    view_names: tuple = ()  # multi-view data: every view's name
+    view: Optional[int] = None  # multi-view data: the view these splits hold
+
+    def facts(self) -> DataFacts:
+        return DataFacts(self.num_classes, self.img_size, self.input_dim, self.multi_label)
 
     def describe(self) -> str:
         size = f", {self.img_size}x{self.img_size}" if self.img_size else ""
-        return (f"{len(self.database)} training items, {self.num_classes} classes, "
-                f"{len(self.queries)} test items{size}")
+        width = f", {self.input_dim}-d features" if self.input_dim else ""
+        view = f"view {self.view} ({self.view_names[self.view]}): " if self.view is not None else ""
+        return (f"{view}{len(self.train)} training items, {len(self.database)} database items, "
+                f"{self.num_classes} {'labels' if self.multi_label else 'classes'}, "
+                f"{len(self.queries)} test items{size}{width}")
 
 
 @dataclass(frozen=True)
@@ -54,32 +85,39 @@ class DatasetSpec:
     summary: str = ""
 
 
-_REGISTRY: Dict[str, DatasetSpec] = {}
+_REGISTRY: Dict[str, List[DatasetSpec]] = {}
 
 
 def register_dataset(name: str, kinds, summary: str = ""):
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
 
     def decorate(builder):
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _REGISTRY[name] = DatasetSpec(name, kinds, builder, summary)
+        specs = _REGISTRY.setdefault(name, [])
+        if any(set(kinds) & set(s.kinds) for s in specs):
+            raise ValueError(f"dataset {name!r} is registered twice for one kind")
+        specs.append(DatasetSpec(name, kinds, builder, summary))
         return builder
     return decorate
 
 
 def dataset_names(kind: Optional[str] = None) -> tuple:
-    return tuple(n for n, spec in _REGISTRY.items() if kind is None or kind in spec.kinds)
+    return tuple(n for n, specs in _REGISTRY.items()
+                 if kind is None or any(kind in s.kinds for s in specs))
 
 
-def dataset_spec(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        raise DatasetError(f"unknown dataset {name!r}: expected one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+def dataset_spec(name: str, kinds=None) -> DatasetSpec:
+    """The spec of ``name`` that holds every one of ``kinds`` (any, when None)."""
+    wanted = set((kinds,) if isinstance(kinds, str) else kinds or ())
+    for spec in _REGISTRY.get(name, []):
+        if wanted <= set(spec.kinds):
+            return spec
+    names = dataset_names(next(iter(wanted))) if len(wanted) == 1 else tuple(_REGISTRY)
+    what = f" of {'/'.join(sorted(wanted))} data" if wanted else ""
+    raise DatasetError(f"unknown dataset {name!r}{what}: expected one of {', '.join(names)}")
 
 
-def build_splits(name: str, request: DataRequest = DataRequest()) -> Splits:
-    splits = dataset_spec(name).builder(name, request)
+def build_splits(name: str, request: DataRequest = DataRequest(), kinds=None) -> Splits:
+    splits = dataset_spec(name, kinds).builder(name, request)
     if len(splits.database) == 0 or len(splits.queries) == 0:
         raise DatasetError(f"{name}: the train or test split is empty")
     return splits

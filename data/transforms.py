@@ -115,6 +115,14 @@ PRESETS: Dict[str, Callable] = {
 }
 
 
+# the image side each preset's published code reads an image folder at
+DEFAULT_SIZES = {"dcdh": 112, "opqn": 112, "opqn_small": 32, "triplet": 224}
+
+
+def default_size(preset: str) -> int:
+    return DEFAULT_SIZES.get(preset, 112)
+
+
 def folder_transform(preset: str, img_size: int, train: bool, small: bool = False) -> Callable:
     """The transform of ``preset`` for an image folder (``small``: a 32-pixel
     face folder, which only OPQN's pipeline reads)."""

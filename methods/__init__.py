@@ -1,10 +1,13 @@
 """The methods, one file each, on one interface (``base.Method``); their
 training recipes live in ``recipes/``.  ``method_class(name)`` gives a
-method by its registry name."""
+method by its registry name, ``create_method(name, config, facts)`` builds
+one, ``from_checkpoint(path)`` recognises the method and config a file holds."""
 
 from methods import dcdh, dchn, opqn, triplet  # noqa: F401  (register the methods)
-from methods.base import Encoded, Method, class_ids, sign_codes
-from methods.registry import method_class, method_names, register_method
+from methods.base import Encoded, Method, Recipe, class_ids, sign_codes
+from methods.registry import (LoadedCheckpoint, create_method, from_checkpoint, method_class,
+                              method_names, read_checkpoint, register_method)
 
-__all__ = ["Encoded", "Method", "class_ids", "method_class", "method_names", "register_method",
-           "sign_codes"]
+__all__ = ["Encoded", "LoadedCheckpoint", "Method", "Recipe", "class_ids", "create_method",
+           "from_checkpoint", "method_class", "method_names", "read_checkpoint",
+           "register_method", "sign_codes"]

@@ -9,12 +9,17 @@ through nn.DataParallel (``module.`` prefix) load too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 
+from methods.base import DataFacts, Method, MethodConfig, Recognised, option
+from methods.recipes.dcdh import DCDHRecipe, default_arch, recipe_for
+from methods.registry import register_method
 from models import DualClasswiseLoss, create_network, network_names, network_spec, recognise_network
 from models.losses.dcdh import dcdh_loss
-from methods.base import Method
-from methods.registry import register_method
+from utils.cli.parser import non_negative_float, positive_float
 from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
 from utils.errors import UsageError
 
@@ -38,74 +43,127 @@ def recognise_backbone(checkpoint: dict):
     return arch, network_spec(arch).code_length(state) if arch else None
 
 
+@dataclass(frozen=True)
+class DCDHConfig(MethodConfig):
+    arch: Optional[str] = option(None, "network (default by dataset and image size)",
+                                 choices=network_names("hashing"))
+    sigma: float = option(0.25, "Gaussian width of the center likelihood", type=positive_float)
+    inner_param: float = option(0.1, "weight of the center separation term",
+                                type=non_negative_float, flag="--inner_param")
+    eta: float = option(0.01, "weight of the quantization (regression) term",
+                        type=non_negative_float)
+    lamda: float = option(1.0, "ridge term of the regression matrix W (the published "
+                               "spelling); 0: pseudo-inverse, the per-class mean",
+                          type=non_negative_float)
+    pretrained: Optional[str] = option(None, "local ImageNet state_dict for the resnet archs")
+
+
 @register_method("dcdh")
 class DCDH(Method):
     """Network + class centers; ``forward(images, labels)`` is the DCDH loss,
     computed in float32 (also under --amp)."""
 
-    def __init__(self, arch: str, bits: int, num_classes: int, sigma: float = 0.25,
-                 inner_param: float = 0.1, eta: float = 0.01, lamda: float = 1.0, pretrained=None):
-        super().__init__()
-        self.arch, self.bits, self.num_classes = arch, bits, num_classes
-        self.eta, self.lamda = eta, lamda
+    summary = "deep center-based dual-constrained hashing (face retrieval)"
+    Config = DCDHConfig
+    Recipe = DCDHRecipe
+    preset = "dcdh"
+
+    def __init__(self, config: DCDHConfig, facts: DataFacts):
+        super().__init__(config, facts)
+        if config.arch is None:
+            raise ValueError("DCDH needs config.arch (make_config resolves it)")
+        if facts.img_size is not None:
+            check_arch_size(config.arch, facts.img_size)
         try:
-            self.net = create_network(arch, bits, pretrained=pretrained)
+            self.net = create_network(config.arch, config.bits, pretrained=config.pretrained)
         except (OSError, ValueError, RuntimeError) as exc:  # a missing or foreign --pretrained file
             raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
-        self.criterion = DualClasswiseLoss(num_classes, bits, inner_param, sigma)
+        self.criterion = DualClasswiseLoss(facts.num_classes, config.bits, config.inner_param,
+                                           config.sigma)
+
+    @classmethod
+    def default_values(cls, dataset, facts, given) -> dict:
+        return {"arch": default_arch(dataset, facts.img_size if facts else None)}
+
+    @classmethod
+    def recipe_for(cls, dataset, facts, config) -> DCDHRecipe:
+        return recipe_for(dataset, config.arch)
 
     def forward(self, images, labels):
         codes = self.net(images)
         with torch.autocast(codes.device.type, enabled=False):
-            return dcdh_loss(codes.float(), labels, self.criterion, self.eta, self.lamda)
+            return dcdh_loss(codes.float(), labels, self.criterion, self.config.eta,
+                             self.config.lamda)
 
-    def optimizer(self, recipe, lr: float, centers_lr=None) -> torch.optim.Optimizer:
+    def configure_optimizers(self, recipe: DCDHRecipe):
         """The published optimizer: two groups (network, centers; the published
         --lr1 and --lr2); with Adam, amsgrad on the network group only."""
-        net = {"params": list(self.net.parameters()), "lr": lr}
+        net = {"params": list(self.net.parameters()), "lr": recipe.lr}
         centers = {"params": list(self.criterion.parameters()),
-                   "lr": lr if centers_lr is None else centers_lr}
+                   "lr": recipe.lr if recipe.centers_lr is None else recipe.centers_lr}
         if recipe.optimizer == "adam":
-            return torch.optim.Adam([{**net, "amsgrad": True}, {**centers, "amsgrad": False}],
-                                    lr=lr, weight_decay=recipe.weight_decay)
-        return torch.optim.SGD([net, centers], lr=lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
+            optimizer = torch.optim.Adam([{**net, "amsgrad": True}, {**centers, "amsgrad": False}],
+                                         lr=recipe.lr, weight_decay=recipe.weight_decay)
+        else:
+            optimizer = torch.optim.SGD([net, centers], lr=recipe.lr, momentum=recipe.momentum,
+                                        weight_decay=recipe.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, recipe.lr_step,
+                                                          recipe.lr_gamma)
 
     # -- checkpoints ----------------------------------------------------------------
-    def official_state(self) -> dict:
+    def official_state(self, progress=None) -> dict:
         return {"backbone": self.net.state_dict(), "centers": self.criterion.state_dict()}
 
-    def load_official_state(self, checkpoint: dict, path="checkpoint") -> None:
+    def load_official_state(self, checkpoint, path="checkpoint", heads: bool = True) -> None:
         self.load_backbone(checkpoint, path)
         centers = checkpoint.get("centers")
-        if isinstance(centers, dict) and "centers" in centers:
+        if heads and isinstance(centers, dict) and "centers" in centers:
             if tuple(centers["centers"].shape) != tuple(self.criterion.centers.shape):
                 raise CheckpointError(
                     f"{path} holds {centers['centers'].shape[0]} class centers, this run "
-                    f"has {self.num_classes} classes; check --dataset")
+                    f"has {self.facts.num_classes} classes; check --dataset")
             self.criterion.load_state_dict(centers)
 
     def load_backbone(self, checkpoint: dict, path="checkpoint") -> None:
         """Load ``checkpoint['backbone']``, or say in one line why it does not
         fit (another code length, another network, missing keys)."""
-        if not isinstance(checkpoint.get("backbone"), dict):
-            keys = ", ".join(map(str, list(checkpoint)[:6])) or "none"
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("backbone"), dict):
+            keys = ", ".join(map(str, list(checkpoint)[:6])) if isinstance(checkpoint, dict) \
+                else type(checkpoint).__name__
             raise CheckpointError(f"{path} is not a DCDH checkpoint: no 'backbone' state_dict "
-                                  f"(top-level keys: {keys})")
+                                  f"(top-level keys: {keys or 'none'})")
         state = strip_prefix(checkpoint["backbone"])  # also accept DataParallel-saved files
         found_arch, found_bits = recognise_backbone(checkpoint)
-        if found_arch is not None and found_arch != self.arch:
+        arch, bits = self.config.arch, self.config.bits
+        if found_arch is not None and found_arch != arch:
             raise CheckpointError(
-                f"{path} holds a {found_arch} network, not {self.arch}; pass --arch {found_arch}")
-        if found_bits is not None and found_bits != self.bits:
+                f"{path} holds a {found_arch} network, not {arch}; pass --arch {found_arch}")
+        if found_bits is not None and found_bits != bits:
             raise CheckpointError(f"{path} holds {found_bits}-bit codes; pass --len {found_bits}")
         problem = state_dict_mismatch(self.net.state_dict(), state)
         if problem:
-            raise CheckpointError(f"{path} does not fit {self.arch} with --len {self.bits}: {problem}")
+            raise CheckpointError(f"{path} does not fit {arch} with --len {bits}: {problem}")
         self.net.load_state_dict(state)
 
-    def info(self) -> dict:
-        return {"arch": self.arch, "num_classes": self.num_classes}
+    @classmethod
+    def recognise(cls, checkpoint, path):
+        if not isinstance(checkpoint, dict) or "mlp" in checkpoint:
+            return None
+        arch, bits = recognise_backbone(checkpoint)
+        if arch is None:
+            return None
+        facts = {}
+        centers = checkpoint.get("centers")
+        if isinstance(centers, dict) and isinstance(centers.get("centers"), torch.Tensor):
+            facts["num_classes"] = int(centers["centers"].shape[0])
+        return Recognised({"arch": arch, "bits": bits}, facts)
+
+    @classmethod
+    def speed_settings(cls) -> list:
+        return [("dcdh_dfhnet", {"bits": 48, "arch": "dfhnet"}, DataFacts(530, 32), 256),
+                ("dcdh_sphere20", {"bits": 48, "arch": "sphere20"}, DataFacts(530, 112), 256)]
 
     def describe(self) -> str:
-        return f"DCDH, {self.arch}, {self.bits} bits, {self.num_classes} classes"
+        return (f"DCDH, {self.config.arch}, {self.config.bits} bits, {self.facts.num_classes} "
+                f"classes, sigma {self.config.sigma}, inner_param {self.config.inner_param}, "
+                f"eta {self.config.eta}, lamda {self.config.lamda}")

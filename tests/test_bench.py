@@ -3,21 +3,31 @@ asserted about time (machines here are shared and noisy)."""
 
 import json
 
+import pytest
+
 from bench import eval_speed, train_speed
 
 
-def test_train_speed_runs_and_writes_its_json(tmp_path):
+def test_train_speed_covers_the_registry_and_writes_its_json(tmp_path):
+    """Every registered method's shapes are benchmarked (none listed by hand),
+    and each row's ratios are the ratios of its own throughputs."""
+    from methods import method_class, method_names
+
+    registered = [name for m in method_names() for name, *_ in method_class(m).speed_settings()]
+    assert set(registered) >= {"dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp"}
+    assert train_speed.get_args_parser().parse_args([]).settings == registered
     out = tmp_path / "train.json"
+    chosen = ["dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp"]
     args = train_speed.get_args_parser().parse_args(
-        ["--settings", "dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp", "--tiny",
-         "--steps", "1", "--repeat", "1", "--json", str(out)])
+        ["--settings", *chosen, "--tiny", "--steps", "1", "--repeat", "1", "--json", str(out)])
     rows = train_speed.main(args)
     written = json.loads(out.read_text())["settings"]
-    assert [r["name"] for r in written] == ["dcdh_dfhnet", "opqn_s4", "triplet_resnet18", "dchn_mlp"]
-    keys = {"name", "device", "batch", "bare_images_per_s", "step_images_per_s",
-            "epoch_images_per_s", "step_over_bare", "epoch_over_bare"}
-    assert all(keys <= set(r) and r["device"] == "cpu" and r["step_over_bare"] > 0 for r in written)
-    assert written == json.loads(json.dumps(rows))
+    assert [r["name"] for r in written] == chosen and written == json.loads(json.dumps(rows))
+    for r in written:
+        assert r["device"] == "cpu" and r["batch"] == 8
+        assert r["step_over_bare"] == pytest.approx(r["bare_images_per_s"] / r["step_images_per_s"])
+        assert r["epoch_over_bare"] == pytest.approx(
+            r["bare_images_per_s"] / r["epoch_images_per_s"])
 
 
 def test_eval_speed_runs_and_checks_the_published_algorithm(tmp_path):

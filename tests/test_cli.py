@@ -102,19 +102,22 @@ def test_loader_defaults(tmp_path):
 def test_dcdh_optimizer_is_the_published_one():
     """Adam with amsgrad on the network group only (the centers group is plain
     Adam), weight decay 1e-4 on both; SGD for the 112-pixel recipe."""
-    from methods.dcdh import DCDH
+    from builders import dcdh as DCDH
     from methods.recipes.dcdh import recipe_for
 
+    from dataclasses import replace
+
     method = DCDH("dfhnet", 12, 3)
-    adam = method.optimizer(recipe_for("facescrub", 32), lr=0.005)
+    adam, _ = method.configure_optimizers(recipe_for("facescrub", "dfhnet"))
     assert isinstance(adam, torch.optim.Adam)
     net, centers = adam.param_groups
     assert net["amsgrad"] is True and centers["amsgrad"] is False
     assert net["weight_decay"] == centers["weight_decay"] == 1e-4 and net["lr"] == 0.005
     assert centers["params"] == [method.criterion.centers]
-    split = method.optimizer(recipe_for("facescrub", 32), lr=0.005, centers_lr=0.01)
+    split, _ = method.configure_optimizers(replace(recipe_for("facescrub", "dfhnet"),
+                                                   centers_lr=0.01))
     assert [g["lr"] for g in split.param_groups] == [0.005, 0.01]  # --lr1 / --lr2
-    sgd = DCDH("sphere20", 12, 3).optimizer(recipe_for("vggface2", 112), lr=0.01)
+    sgd, _ = DCDH("sphere20", 12, 3).configure_optimizers(recipe_for("vggface2", "sphere20"))
     assert isinstance(sgd, torch.optim.SGD)
     assert [g["momentum"] for g in sgd.param_groups] == [0.9, 0.9]
     assert [g["weight_decay"] for g in sgd.param_groups] == [5e-4, 5e-4]

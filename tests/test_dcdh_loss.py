@@ -105,14 +105,14 @@ def test_training_steps_lower_loss_and_separate_centers():
 def test_dfhnet_on_synthetic_faces_with_official_hyper_parameters():
     """A few Adam steps of DFHNet on the built-in faces: loss falls, centers separate."""
     from data.synthetic import make_synthetic_faces
-    from methods.dcdh import DCDH
+    from builders import dcdh as DCDH
     from methods.recipes.dcdh import recipe_for
 
     torch.manual_seed(0)
     faces = make_synthetic_faces(num_identities=6, train_per_identity=8, test_per_identity=1)
     objective = DCDH("dfhnet", 48, 6, sigma=0.25, inner_param=0.1, eta=0.01)
     crit = objective.criterion
-    opt = objective.optimizer(recipe_for("facescrub", 32), lr=0.005)
+    opt, _ = objective.configure_optimizers(recipe_for("facescrub", "dfhnet"))
     unit = F.normalize(crit.centers.detach(), dim=1)
     off_diagonal = ~torch.eye(6, dtype=torch.bool)
     cos_before = float((unit @ unit.T)[off_diagonal].mean())

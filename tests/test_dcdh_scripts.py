@@ -12,7 +12,7 @@ import torch
 import dcdh_train
 import evaluation
 from models import DFHNet, SphereNet_hashing
-from methods.dcdh import DCDH
+from builders import dcdh as DCDH
 from script_runner import run
 from utils.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from weight_fill import fill_state_dict, fill_tensor
@@ -125,7 +125,10 @@ def test_train_writes_official_layout_and_evaluates(tmp_path, capsys):
     assert list(ckpt)[:2] == ["backbone", "centers"]
     assert list(ckpt["backbone"]) == list(DFHNet(12).state_dict())
     assert tuple(ckpt["centers"]["centers"].shape) == (4, 12)
-    assert ckpt["args"]["len"] == 12 and ckpt["arch"] == "dfhnet"
+    assert ckpt["method"] == "dcdh" and ckpt["config"]["bits"] == 12
+    assert ckpt["config"]["arch"] == "dfhnet" and ckpt["facts"]["num_classes"] == 4
+    assert ckpt["data"]["options"] == {"num_identities": 4, "train_per_identity": 6,
+                                       "test_per_identity": 2}
     trained = json.loads(out.read_text())
     assert trained["epochs_run"] == 2 and trained["train_seconds"] > 0 and trained["best_epoch"] >= 1
     logs = list((tmp_path / "log").glob("12bits_synthetic_*.txt"))

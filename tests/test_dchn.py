@@ -16,8 +16,8 @@ import main_DCHN
 import trainSHAM
 from data.errors import DatasetError
 from data.multiview import load_multiview, training_labels
-from methods.dchn import (CHECKPOINT_ALLOW, DCHNView, checkpoint_name, cross_view_map,
-                          published_line)
+from builders import dchn_view
+from methods.dchn import CHECKPOINT_ALLOW, checkpoint_name, cross_view_map, published_line
 from models.dense_net import Dense_Net
 from models.losses.dchn import codes_of, dchn_loss
 from models.sham import load_sham, save_sham, target_codes, train_sham
@@ -135,14 +135,18 @@ def replay_published_run(tmp_path):
     not in this repository): the same fill-rule start, the same batches in
     the recorded order, our loss, the published Adam groups and lr schedule.
     Returns (batch losses, the file written in the published layout)."""
-    import argparse
+    from dataclasses import asdict, replace
+
+    from methods.recipes.dchn import PUBLISHED
+    from utils.engine.loop import Progress
 
     run_ = npz("checkpoints", "checkpoint_run.npz")
     meta = json.loads(str(run_["meta_json"]))
-    method = DCHNView(0, 32, 16, run_["W"], alpha=0.02, opt=argparse.Namespace(**meta["opt"]))
+    opt = meta["opt"]
+    method = dchn_view(0, 32, 16, run_["W"], alpha=0.02, available_num=100)
     method.net.load_state_dict(fill_state_dict(method.net, phase=0))
-    optimizer = method.optimizer(1e-4, (0.5, 0.999))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)
+    recipe = replace(PUBLISHED, lr_step=opt["lr_update"], epochs=opt["epochs"]).for_view(0)
+    optimizer, scheduler = method.configure_optimizers(recipe)  # Adam groups, StepLR(2, 0.1)
     x, labels = torch.from_numpy(run_["train_x"]), torch.from_numpy(run_["train_labels"])
     losses = []
     for epoch, order in enumerate(run_["epoch_order"]):
@@ -155,10 +159,14 @@ def replay_published_run(tmp_path):
             optimizer.step()
             batch_losses.append(loss.item())
         losses.append(batch_losses)
-        method.epoch_finished(epoch, float(np.mean(batch_losses)))  # published: mean over batches
         scheduler.step()
+    ours = {"recipe": asdict(recipe), "data": {"dataset": opt["datasets"]},
+            "run": {"seed": opt["seed"], "checkpoint_dir": opt["prefix"],
+                    "workers": opt["num_workers"]}}
+    # published: the epoch loss is the mean over batches
+    progress = Progress(len(losses), tuple(float(np.mean(b)) for b in losses), ours)
     path = tmp_path / checkpoint_name("mirflickr25k", 0, 16, 100)
-    save_checkpoint(method.official_state(), path)
+    save_checkpoint(method.official_state(progress), path)
     return np.array(losses), path, run_
 
 
@@ -176,7 +184,7 @@ def test_published_checkpoint_rebuilt_and_evaluated_to_its_codes(tmp_path):
     assert ckpt["epoch"] == layout["epoch"] and vars(ckpt["opt"]) == layout["opt"]
     assert ckpt["loss"].dtype == np.float32
     assert np.abs(ckpt["loss"] - run_["epoch_losses"]).max() < 1e-5
-    fresh = DCHNView(0, 32, 16, run_["W"])
+    fresh = dchn_view(0, 32, 16, run_["W"])
     fresh.load_official_state(ckpt, path)
     with torch.no_grad():
         out = fresh.eval().embed(torch.from_numpy(run_["eval_x"]))
@@ -341,10 +349,12 @@ def test_learns_and_a_new_view_trains_alone(tmp_path, monkeypatch, capsys):
 
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert run(main_DCHN, "--mode", "train", *SYN) == 2
-    assert capsys.readouterr().err == ("error: SHAM/SHAM_W_C12_O16_G1_A20.mat not found: run "
-                                      "trainSHAM.py --datasets synthetic --output_shape 16 --gama 1 "
-                                      "--available_num 20 first\n")
+    # no SHAM file: main_DCHN.py computes it as trainSHAM.py does, and says so
+    assert run(main_DCHN, "--mode", "train", "--view", 0, "--epochs", 1, *SYN) == 0
+    assert "computed and written to SHAM/SHAM_W_C12_O16_G1_A20.mat" in capsys.readouterr().out
+    computed = load_sham(tmp_path / "SHAM" / "SHAM_W_C12_O16_G1_A20.mat")
+    assert run(trainSHAM, *SYN, "--overwrite") == 0
+    assert np.array_equal(load_sham(tmp_path / "SHAM" / "SHAM_W_C12_O16_G1_A20.mat"), computed)
     assert run(main_DCHN, "--mode", "train", "--view", 5, *SYN) == 2
     assert "synthetic has 2 views (0..1); --view 5 does not exist" in capsys.readouterr().err
     assert run(main_DCHN, "--mode", "train", "--datasets", "mirflickr25k") == 2
@@ -355,7 +365,7 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert "exceeds the 180 training rows" in capsys.readouterr().err
     # a view checkpoint of another code length names the fix
     assert run(trainSHAM, *SYN) == 0
-    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint").mkdir(exist_ok=True)
     net = Dense_Net(64, 32)
     save_checkpoint({"epoch": 0, "model": net.state_dict()},
                     tmp_path / "checkpoint" / checkpoint_name("synthetic", 0, 16, 20))
@@ -390,7 +400,7 @@ def test_views_train_in_parallel_processes(tmp_path, monkeypatch):
     assert run(trainSHAM, *common) == 0
     assert run(main_DCHN, "--mode", "train", "--view", -1, "--multiprocessing", *common,
                "--json", tmp_path / "t.json") == 0
-    views = json.loads((tmp_path / "t.json").read_text())["views"]
+    views = json.loads((tmp_path / "t.json").read_text())["models"]
     assert [v["view"] for v in views] == [0, 1] and all(v["epochs_run"] == 1 for v in views)
     for v in (0, 1):
         ckpt = load_checkpoint(tmp_path / "checkpoint" / checkpoint_name("synthetic", v, 16, 20),

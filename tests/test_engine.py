@@ -123,7 +123,7 @@ def test_fp16_with_a_grad_scaler_and_bf16_both_train(tmp_path, amp, scaled):
     assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 2, "--amp", amp, "--eval-every", 0,
                "--checkpoint-dir", tmp_path, "--log-dir", tmp_path) == 0
     ckpt = state_of(tmp_path / "m_last.tar")
-    assert (ckpt["scaler"] is not None) == scaled and ckpt["args"]["amp"] == amp
+    assert (ckpt["scaler"] is not None) == scaled and ckpt["run"]["amp"] == amp
     assert all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
     # and the run continues from its resume file, scaler state included
     assert run(dcdh_train, *DCDH, "--save", "m.tar", "--epochs", 3, "--amp", amp, "--eval-every", 0,
@@ -264,7 +264,7 @@ def test_seed_and_arguments_are_recorded_and_repeatable(tmp_path):
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         assert run(dcdh_train, *argv, "--seed", seed, "--checkpoint-dir", tmp_path / name) == 0
     a, b, c = (state_of(tmp_path / n / "s.tar") for n in "abc")
-    assert a["args"]["seed"] == 3 and a["args"]["deterministic"] is True
+    assert a["run"]["seed"] == 3 and a["run"]["deterministic"] is True
     assert_same_tensors(a["backbone"], b["backbone"])
     assert not torch.equal(a["backbone"]["hash_layer.0.weight"], c["backbone"]["hash_layer.0.weight"])
     logs = sorted((tmp_path / "log").glob("12bits_synthetic_*.txt"))

@@ -20,9 +20,10 @@ import index as index_script
 from script_runner import run
 from utils.errors import UsageError
 from utils.retrieval import faiss_index as fi
+from utils.retrieval import serving
 from utils.retrieval.codes_io import load_npz, packed_codes, save_codes
 from utils.retrieval.metrics import hamming_distance, score_ranking_stats, to_bits
-from utils.retrieval.pq import pq_score_chunks, pq_scores
+from utils.retrieval.pq import pq_score_chunks, pq_scores, pq_search
 
 needs_faiss = pytest.mark.skipif(importlib.util.find_spec("faiss") is None,
                                  reason="faiss is not installed (pip install faiss-cpu)")
@@ -298,7 +299,7 @@ def test_pq_search_equals_the_pq_ranking(k):
     ref_v, ref_i = torch.sort(scores, dim=1, descending=True, stable=True)
     kk = min(k, 600)
     for chunk in (None, 7):
-        v, i = fi.pq_search(z["query_features"], index, z["mlp"], k, chunk_size=chunk)
+        v, i = pq_search(z["query_features"], index, z["mlp"], k, chunk_size=chunk)
         assert i.shape == (60, kk) and i.dtype == torch.int64
         assert torch.equal(i, ref_i[:, :kk])
         assert torch.allclose(v, ref_v[:, :kk], rtol=0, atol=1e-6)
@@ -373,7 +374,7 @@ def test_index_script_radius_old_files_and_id_sidecar(tmp_path, capsys, monkeypa
         assert result["indices"][row] == want.tolist()
         assert result["distances"][row] == dist[row, want].tolist()
     # large databases keep dataset indices and paths in INDEX.ids.npz
-    monkeypatch.setattr(index_script, "INLINE_MAX_ITEMS", 10)
+    monkeypatch.setattr(serving, "INLINE_MAX_ITEMS", 10)
     save_codes(tmp_path / "c.npz", db, q, np.zeros(400, int), np.zeros(6, int),
                db_paths=[f"p{i}.png" for i in range(400)], db_indices=np.arange(400) + 5000)
     assert run(index_script, "--threads", 1, "build", "--codes", tmp_path / "c.npz", "--out",
@@ -385,7 +386,7 @@ def test_index_script_radius_old_files_and_id_sidecar(tmp_path, capsys, monkeypa
                tmp_path / "c.npz", "--topk", 1, "--threads", 1) == 0
     first = reference(q, db)[1][0, 0]
     assert f"item {first:>8}  distance " in capsys.readouterr().out
-    meta_, indices, paths = index_script.read_sidecar(tmp_path / "b.faiss")
+    meta_, indices, paths = serving.read_sidecar(tmp_path / "b.faiss")
     assert indices.tolist() == list(range(5000, 5400)) and paths[3] == "p3.png"
 
 

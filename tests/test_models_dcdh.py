@@ -148,7 +148,7 @@ def test_dcdh_method_writes_the_published_layout(tmp_path):
     """What the DCDH method writes (official_state through our atomic writer)
     loads the way the published evaluation loads it, key for key, and gives
     the golden outputs; and the published file loads back into the method."""
-    from methods.dcdh import DCDH
+    from builders import dcdh as DCDH
     from utils.engine.checkpoint import load_checkpoint, save_checkpoint
 
     golden = load_golden("golden_dcdh_dfhnet48.npz")

@@ -182,11 +182,11 @@ def test_opqn_method_writes_the_published_layout(tmp_path):
     """The OPQN method's file: {'backbone': 'module.'-prefixed state_dict, 'mlp':
     Parameter}, loadable the published way (DataParallel(net).load_state_dict),
     giving the golden outputs and quantization indices."""
-    from methods.opqn import OPQN, PQConfig
+    from builders import opqn
     from utils.engine.checkpoint import save_checkpoint
 
     golden, _, backbone, _ = golden_run("s4_D512")
-    method = OPQN(PQConfig(24, 4, 64, 512, 4, 20.0), num_classes=3)
+    method = opqn(24, 4, 64, 512, 4, num_classes=3)
     method.load_official_state({"backbone": backbone, "mlp": torch.from_numpy(golden["mlp"])})
     path = tmp_path / "opqn.tar"
     save_checkpoint(method.official_state(), path)
@@ -197,7 +197,9 @@ def test_opqn_method_writes_the_published_layout(tmp_path):
     wrapper.load_state_dict(ck["backbone"])
     with torch.no_grad():
         out = wrapper.eval()(torch.from_numpy(golden["input"]))
-    np.testing.assert_array_equal(out.numpy(), golden["output"])
+    # float32 convolutions: the kernel a CPU picks moves the last bits (3e-5 on
+    # outputs of magnitude 40 seen between two x86 machines), not the codes below
+    np.testing.assert_allclose(out.numpy(), golden["output"], rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(quantization_index(out, ck["mlp"].detach()).T.long().numpy(),
                                   golden["quant_index"])
 
@@ -211,7 +213,10 @@ def test_codebooks_match_official(name):
     D, M, K = int(z["feature_dim"]), int(z["num_books"]), int(z["num_words"])
     books = build_codebooks(D, M, K)
     assert books.dtype == torch.float32 and books.shape == (M, D // M, K) == z["codebooks"].shape
-    np.testing.assert_allclose(books.numpy(), z["codebooks"], rtol=0, atol=1e-6)
+    # book m is a chain of m float32 products of d x d matrices: the BLAS kernel a
+    # machine picks (AVX2 / AVX-512, summation order) moves the last bits of the
+    # deeper books (1.3e-6 seen at d = 256, book 7), so 2e-6, not bit equality
+    np.testing.assert_allclose(books.numpy(), z["codebooks"], rtol=0, atol=2e-6)
     np.testing.assert_allclose(dct_matrix(D // M).numpy(), z["dct_matrix"], rtol=0, atol=1e-6)
     gram = books.double().transpose(1, 2) @ books.double()
     assert (gram - torch.eye(K, dtype=torch.float64)).abs().max() < 1e-5  # orthonormal columns

@@ -10,7 +10,7 @@ import torch
 
 import opqn_main
 from models import resnet20_pq
-from methods.opqn import OPQN, PQConfig
+from builders import opqn as build_opqn
 from script_runner import run
 from utils.engine.checkpoint import CheckpointError
 
@@ -18,7 +18,7 @@ from utils.engine.checkpoint import CheckpointError
 def opqn(feature_dim, num_books, num_words, size=4):
     """An OPQN method of the given shapes (code length from num_books, num_words)."""
     bits = num_books * (num_words.bit_length() - 1)
-    return OPQN(PQConfig(bits, num_books, num_words, feature_dim, size, 20.0), num_classes=3)
+    return build_opqn(bits, num_books, num_words, feature_dim, size, num_classes=3)
 
 
 def opqn_state(net, mlp):
@@ -169,6 +169,10 @@ def test_train_two_models_then_evaluate(tmp_path, capsys):
     # the wrong configuration for a checkpoint names the one it holds
     capsys.readouterr()
     assert cli(*TINY, "-e", "--load", "a.tar", "--len", 24, "--num", 4, "--words", 64,
+               "--checkpoint-dir", ck) == 2
+    assert capsys.readouterr().err == (f"error: {ck / 'a.tar'} holds 12-bit codes; pass --len 12 "
+                                      f"--num 2 --words 64\n")
+    assert cli(*TINY, "-e", "--load", "a.tar", "--len", 12, "--num", 4, "--words", 8,
                "--checkpoint-dir", ck) == 2
     assert "holds 2 books x 64 words on 512-d features (--len 12 --num 2 --words 64)" in \
         capsys.readouterr().err

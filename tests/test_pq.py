@@ -117,8 +117,10 @@ def test_chunking_does_not_change_results(name):
 
     full = pq_scores(z["query_features"], whole, z["mlp"], chunk_size=10_000)
     for chunk in (1, 7):
+        # a one-row chunk goes through a matrix-vector kernel, a large one through
+        # a matrix product: the softmax's float32 sums differ in the last bit
         assert torch.allclose(pq_scores(z["query_features"], whole, z["mlp"], chunk_size=chunk),
-                              full, rtol=0, atol=1e-6)
+                              full, rtol=0, atol=2e-6)
     reference = stats_of(z, whole)
     for chunk in (1, 7):
         other = stats_of(z, whole, chunk_size=chunk)

@@ -202,14 +202,17 @@ def test_reproduce_table_two_methods_two_lengths(tmp_path, monkeypatch):
 
 
 def test_reproduce_prints_published_values_where_known(tmp_path):
-    from reproduce import markdown, published
+    from pipeline.tables import markdown, published
 
-    assert published("triplet", "CUB", 64)["mAP"] == 0.7059
-    assert published("dchn", "mirflickr25k", 16, "Image→Text")["mAP"] == 0.813
+    assert published("triplet", "cub", 64)["mAP"] == 0.7059
+    # the entry of the cell's settings: DCHN100 (100 labelled rows, the default) or DCHN0
+    assert published("dchn", "mirflickr25k", 16, "Image→Text", {"available_num": 100})["mAP"] == 0.813
+    assert published("dchn", "mirflickr25k", 16, "Image→Text", {"available_num": 0})["mAP"] == 0.806
     assert published("dcdh", "facescrub", 48) is None  # unknown stays unknown
     table = markdown([{"method": "triplet", "bits": 64, "mAP": 0.5, "published_mAP": 0.7059}],
                      [16, 64], ["mAP"])
-    assert table.splitlines()[2] == "| triplet |  | 0.5000 (published 0.7059) |"
+    assert table.splitlines()[0] == "cells: mAP"
+    assert table.splitlines()[3] == "| triplet |  | 0.5000 (published 0.7059) |"
 
 
 def test_reproduce_bad_input(tmp_path, capsys):
@@ -218,4 +221,5 @@ def test_reproduce_bad_input(tmp_path, capsys):
     assert "unknown column 'accuracy'" in capsys.readouterr().err
     assert run(reproduce, "--methods", "dcdh", "dchn", "--dataset", "synthetic", "--bits", 12,
                "--checkpoints", tmp_path) == 2
-    assert "dchn reads multi-view feature sets" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: dcdh (faces), dchn (multiview) do not read one "
+                                      "kind of data; compare them in separate tables\n")

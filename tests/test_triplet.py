@@ -17,7 +17,8 @@ import triplet_main
 from data import DataRequest, build_splits
 from data.samplers import ClassBalancedBatchSampler, RandomBatchSampler
 from data.transforms import folder_transform
-from methods.triplet import TripletHashing
+from builders import triplet as TripletHashing
+from methods import read_checkpoint
 from models import HashModel, triplet_hashing_loss
 from models.miners import mine, squared_distances, triplet_list, valid_triplets
 from script_runner import run
@@ -73,7 +74,7 @@ def test_the_published_checkpoint_loads_and_gives_its_codes(tmp_path):
     golden = npz("checkpoints", "checkpoint_triplet_resnet_64bits_002.npz")
     path = FIXTURES / "checkpoints" / "triplet_resnet_64bits_002.pth"
     method = TripletHashing(64)
-    triplet_main.load_snapshot(method, path)  # weights_only, as every file here
+    method.load_file(read_checkpoint(path), path)  # weights_only, as every file here
     method.eval()
     with torch.no_grad():
         small = method.net(torch.from_numpy(golden["input"]))

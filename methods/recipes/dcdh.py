@@ -24,7 +24,7 @@ the 32x32 sets in one, 600 in the paper's setting); we keep 600.  For
 VGGFace2 one published version fine-tunes a VGGFace2-pretrained
 InceptionResNet-v1 at 160 px for 100 epochs; this toolkit trains
 SphereNet-20 at 112 px for 150 epochs, lr x0.1 every 50.  Both are listed in
-the README's differences section.  ``synthetic``: 15 epochs, enough for a
+the differences (docs/differences.md).  ``synthetic``: 15 epochs, enough for a
 high mAP in a few CPU minutes.
 """
 
@@ -33,20 +33,20 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from methods.base import Recipe, option
+from utils.cli.parser import positive_float
+
 
 @dataclass(frozen=True)
-class DCDHRecipe:
-    arch: str
-    optimizer: str  # "adam" (amsgrad on the network group) or "sgd"
-    weight_decay: float
-    epochs: int
-    lr_step: int  # epochs between lr decays (StepLR)
-    lr_gamma: float
-    lr: float = 0.005
-    momentum: float = 0.9  # SGD only
-    batch: int = 256
-    eval_every: int = 10
+class DCDHRecipe(Recipe):
+    optimizer: str = option("adam", "adam (amsgrad on the network group) or sgd",
+                            choices=("adam", "sgd"))
+    centers_lr: Optional[float] = option(None, "learning rate of the class centers "
+                                         "(default: --lr)", type=positive_float, flag="--lr2")
     patience_fraction: int = 4  # early stop after epochs // 4 epochs without a lower loss
+
+    def patience(self) -> Optional[int]:
+        return self.epochs // self.patience_fraction
 
     def describe(self) -> str:
         opt = "Adam (amsgrad on the network)" if self.optimizer == "adam" else \
@@ -55,35 +55,33 @@ class DCDHRecipe:
                 f"{self.lr_step} epochs")
 
 
-ADAM_32PX = DCDHRecipe("dfhnet", "adam", weight_decay=1e-4, epochs=600, lr_step=100, lr_gamma=0.5)
-SGD_112PX = DCDHRecipe("sphere20", "sgd", weight_decay=5e-4, epochs=150, lr_step=50, lr_gamma=0.1)
+ADAM_32PX = DCDHRecipe(epochs=600, batch=256, lr=0.005, lr_step=100, lr_gamma=0.5,
+                       weight_decay=1e-4, eval_every=10, optimizer="adam")
+SGD_112PX = DCDHRecipe(epochs=150, batch=256, lr=0.005, lr_step=50, lr_gamma=0.1,
+                       weight_decay=5e-4, eval_every=10, optimizer="sgd")
 SYNTHETIC_EPOCHS = 15
 
-RECIPES = {
-    "facescrub": ADAM_32PX,
-    "youtube": ADAM_32PX,
-    "vggface2": SGD_112PX,
-}
+# the network of each dataset's published recipe
+ARCHS = {"facescrub": "dfhnet", "youtube": "dfhnet", "vggface2": "sphere20"}
+RECIPES = {"facescrub": ADAM_32PX, "youtube": ADAM_32PX, "vggface2": SGD_112PX}
 
 
-def default_arch(dataset: str, img_size: int) -> str:
-    if dataset in RECIPES:
-        return RECIPES[dataset].arch
+def default_arch(dataset: str, img_size: Optional[int]) -> str:
+    if dataset in ARCHS:
+        return ARCHS[dataset]
     if img_size == 32:
         return "dfhnet"
-    if img_size == 112:
+    if img_size in (None, 112):
         return "sphere20"
     return "resnet18"
 
 
-def recipe_for(dataset: str, img_size: int, arch: Optional[str] = None) -> DCDHRecipe:
+def recipe_for(dataset: str, arch: str) -> DCDHRecipe:
     """The dataset fixes the recipe where the published code does; otherwise
     the network's (DFHNet: the Adam recipe, the others: SGD)."""
-    arch = arch or default_arch(dataset, img_size)
     if dataset in RECIPES:
-        return replace(RECIPES[dataset], arch=arch)
-    base = ADAM_32PX if arch == "dfhnet" else SGD_112PX
-    recipe = replace(base, arch=arch)
+        return RECIPES[dataset]
+    recipe = ADAM_32PX if arch == "dfhnet" else SGD_112PX
     if dataset == "synthetic":
         recipe = replace(recipe, epochs=SYNTHETIC_EPOCHS)
     return recipe

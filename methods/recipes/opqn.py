@@ -17,43 +17,27 @@ Published lines the values come from:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from methods.base import Recipe
+
+TOPK = (1, 5, 10, 50)
 
 
 @dataclass(frozen=True)
-class OPQNRecipe:
-    epochs: int
-    lr_step: int
-    lr_gamma: float = 0.5
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch: int = 256
-    eval_every: int = 5
-    scale: float = 20.0
-    topk: tuple = (1, 5, 10, 50)
-
-    def describe(self) -> str:
-        return (f"SGD (momentum {self.momentum}, weight decay {self.weight_decay}), "
-                f"lr x{self.lr_gamma} every {self.lr_step} epochs")
+class OPQNRecipe(Recipe):
+    pass
 
 
-SMALL_IMAGES = OPQNRecipe(epochs=200, lr_step=35, scale=20.0)  # 32x32 faces
-LARGE_IMAGES = OPQNRecipe(epochs=160, lr_step=20, scale=40.0)  # 112x112 faces, and -c
+SMALL_IMAGES = OPQNRecipe(epochs=200, batch=256, lr=0.1, lr_step=35, lr_gamma=0.5,
+                          weight_decay=5e-4, eval_every=5)  # 32x32 faces
+LARGE_IMAGES = OPQNRecipe(epochs=160, batch=256, lr=0.1, lr_step=20, lr_gamma=0.5,
+                          weight_decay=5e-4, eval_every=5)  # 112x112 faces, and -c
 SYNTHETIC_EPOCHS = 7
 
 
-def recipe_for(dataset: str, img_size: int, cross_dataset: bool = False) -> OPQNRecipe:
-    from dataclasses import replace
-
-    recipe = LARGE_IMAGES if img_size == 112 or cross_dataset else SMALL_IMAGES
+def recipe_for(dataset: str, large: bool) -> OPQNRecipe:
+    recipe = LARGE_IMAGES if large else SMALL_IMAGES
     if dataset == "synthetic":
         recipe = replace(recipe, epochs=SYNTHETIC_EPOCHS)
     return recipe
-
-
-def input_size(dataset: str, img_size, cross_dataset: bool) -> int:
-    """The image size a run uses, known before any data is read."""
-    if img_size:
-        return img_size
-    return 112 if cross_dataset or dataset in ("vggface2", "folder") else 32

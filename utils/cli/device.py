@@ -23,3 +23,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name}: only cpu and cuda devices are supported")
     return device
+
+
+def device_for_index(name: str, index: int, flag: str) -> str:
+    """The published scripts' GPU index flags (triplet --ngpu, DCHN --gpu_id):
+    ``--device`` when given, else CUDA device ``index`` where CUDA exists, else the CPU."""
+    if name not in (None, "auto") or not torch.cuda.is_available():
+        return name or "auto"
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise UsageError(f"{flag} {index}: this machine has {count} CUDA device(s); pass "
+                         f"{flag} 0 (or --device)")
+    return f"cuda:{index}"

@@ -5,36 +5,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 from utils.atomic import atomic_write_bytes
-from utils.errors import UsageError
-
-
-def check_writable_file(path, flag: str) -> Path:
-    """Fail early (before any long work) when ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {flag} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"cannot write {flag} {path}: permission denied")
-    if path.is_dir():
-        raise UsageError(f"cannot write {flag} {path}: it is a folder")
-    return path
-
-
-def ensure_dir(path, flag: str) -> Path:
-    """Create a folder the run will write to, or fail before any training."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create {flag} {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {flag} {path}: permission denied")
-    return path
+from utils.engine.files import check_writable_file, ensure_dir  # noqa: F401  (re-exported)
 
 
 def _json_ready(value):

@@ -99,36 +99,3 @@ def state_dict_mismatch(expected: dict, found: dict) -> Optional[str]:
         parts.append(f"{len(wrong)} keys of another shape (e.g. {k}: "
                      f"{tuple(found[k].shape)} vs {tuple(expected[k].shape)})")
     return "; ".join(parts)
-
-
-def last_path_for(best_path) -> Path:
-    """checkpoint/m.tar -> checkpoint/m_last.tar: the resume file of a run."""
-    best_path = Path(best_path)
-    return best_path.with_name(f"{best_path.stem}_last{best_path.suffix}")
-
-
-def resume_from(resume_arg: Optional[str], last_path, checkpoint_dir) -> Optional[dict]:
-    """The checkpoint ``--resume PATH|auto`` names, checked to hold a training state."""
-    if not resume_arg:
-        return None
-    if resume_arg == "auto":
-        path = Path(last_path)
-        if not path.is_file():
-            raise CheckpointError(f"--resume auto: {path} does not exist (no epoch of this run "
-                                  f"has finished); start without --resume")
-    else:
-        path = resolve_checkpoint(resume_arg, checkpoint_dir)
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt.get("train_state"), dict):
-        raise CheckpointError(f"{path} holds no training state to resume from (only the _last "
-                              f"files and best files this toolkit writes do); start without --resume")
-    return ckpt
-
-
-def refuse_overwrite(path, flag: str = "--save") -> None:
-    """A fresh run must not replace a finished one by accident."""
-    path = Path(path)
-    if path.exists():
-        raise CheckpointError(
-            f"{flag} {path} exists; pass --resume auto to continue that run or --overwrite to "
-            f"start afresh and replace it")

@@ -2,16 +2,17 @@
 loaders, config)``.
 
 ``method`` is a ``methods.base.Method``: the loop only calls its interface
-(``unpack``, the loss in ``forward``, ``evaluate``, the checkpoint entries),
-so it knows nothing about images, label matrices, centers or codebooks.
+(``unpack``, the loss in ``forward``, ``evaluate``, and the file hooks
+``best_file`` / ``resume_file`` / ``load_file``), so it knows nothing about
+images, label matrices, centers, codebooks or any method's file layout.
 
-Every epoch ends with a resume file (``<name>_last.<ext>``) holding everything
+Every epoch ends with a resume file (``config.files.last``) holding everything
 a bit-identical continuation needs: weights, optimizer, lr scheduler, grad
-scaler, the best value so far and the early-stopping counter, and every
-random-number generator.  The best file (lowest loss, or highest mAP) is
-written when the monitored value improves, and the method's official
-snapshots (triplet hashing) at each evaluation.  Files are written by the
-main process only, atomically.
+scaler, the best value so far, the loss history and every random-number
+generator.  The best file (lowest loss, or highest mAP) is written when the
+monitored value improves, and the method's official snapshots (triplet
+hashing) at each evaluation.  Files are written by the main process only,
+atomically.
 
 The loss is accumulated on the device and read every ``log_every`` steps and
 at the epoch's end (not every step, which would wait for the GPU each time);
@@ -32,10 +33,11 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from utils.engine.checkpoint import last_path_for, save_checkpoint
+from utils.engine.checkpoint import save_checkpoint
 from utils.engine.distributed import DistInfo, all_reduce_sum, barrier
+from utils.engine.files import RunFiles
 from utils.engine.logs import log
-from utils.engine.precision import amp_dtype, autocast, prepare
+from utils.engine.precision import Speed, amp_dtype, autocast, prepare
 from utils.engine.rng import capture_rng, restore_rng
 from utils.errors import Interrupted, UserError
 from utils.retrieval.options import MetricOptions
@@ -50,36 +52,11 @@ class TrainingInterrupted(Interrupted):
 
 
 @dataclass(frozen=True)
-class FitConfig:
-    """Everything about a run that is not the method, optimizer, scheduler or data."""
-    epochs: int
-    device: torch.device
-    best_path: Optional[Path]  # None: no best file (DCHN keeps only its last checkpoint)
-    last_path: Optional[Path] = None  # default: <best>_last<ext>
+class EvalPlan:
+    """When to evaluate during training and what decides the best file."""
+    epochs: frozenset = frozenset()  # 0-based epochs after which to evaluate
     monitor: str = "loss"  # "loss" (lower is better) or "mAP" (higher, at evaluations)
     patience: Optional[int] = None  # stop after this many epochs without a lower loss
-    eval_every: int = 0  # evaluate after every N-th epoch and the last (0: never) ...
-    eval_at: Optional[frozenset] = None  # ... or after these 0-based epochs
-    snapshot_pattern: Optional[str] = None  # official snapshot at each evaluation, "{epoch}" 0-based
-    metrics: MetricOptions = MetricOptions()
-    amp: bool = False
-    compile: bool = False
-    channels_last: bool = False
-    dist: DistInfo = DistInfo()
-    progress: bool = True
-    desc: str = ""
-    log_every: int = 50  # steps between reads of the loss (and NaN checks)
-    extra_state: Mapping[str, Any] = field(default_factory=dict)  # our keys, e.g. args
-
-    def resume_path(self) -> Path:
-        return Path(self.last_path) if self.last_path else last_path_for(self.best_path)
-
-    def evaluation_due(self, epoch: int) -> bool:
-        """Whether to evaluate after 0-based ``epoch``."""
-        if self.eval_at is not None:
-            return epoch in self.eval_at
-        return bool(self.eval_every) and ((epoch + 1) % self.eval_every == 0
-                                          or epoch + 1 == self.epochs)
 
     def better(self, value: float, best: float) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -88,6 +65,30 @@ class FitConfig:
 
     def worst(self) -> float:
         return math.inf if self.monitor == "loss" else -math.inf
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything about a run that is not the method, optimizer, scheduler or data."""
+    epochs: int
+    device: torch.device
+    files: RunFiles
+    plan: EvalPlan = EvalPlan()
+    metrics: MetricOptions = MetricOptions()
+    speed: Speed = Speed()
+    dist: DistInfo = DistInfo()
+    progress: bool = True
+    desc: str = ""
+    log_every: int = 50  # steps between reads of the loss (and NaN checks)
+    our_keys: Mapping[str, Any] = field(default_factory=dict)  # method, config, data, ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a method's files record of the run so far."""
+    epochs_done: int  # finished epochs
+    losses: tuple = ()  # mean loss of each finished epoch
+    our_keys: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,18 +107,17 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
     ``loaders`` has ``train``, ``database`` and ``queries`` (the latter two for
     evaluation).  ``resume`` is a checkpoint written by this function:
     training continues after its epoch, bit for bit."""
-    device, dist_info = config.device, config.dist
-    trained = prepare(method, device, dist_info, config.compile, config.channels_last)
-    dtype = amp_dtype(device, config.amp)
+    device, dist_info, plan = config.device, config.dist, config.plan
+    trained = prepare(method, device, dist_info, config.speed)
+    dtype = amp_dtype(device, config.speed.amp)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     # the random order of the data: the loader's generator, or its batch sampler's
     generator = getattr(loaders.train, "generator", None) or \
         getattr(getattr(loaders.train, "batch_sampler", None), "generator", None)
-    last_path = config.resume_path()
-    start, best, best_epoch, metrics = 0, config.worst(), -1, None
+    start, best, best_epoch, metrics, losses = 0, plan.worst(), -1, None, []
     if resume is not None:
-        start, best, best_epoch, metrics = _restore(method, optimizer, scheduler, scaler,
-                                                    resume, generator, config)
+        start, best, best_epoch, metrics, losses = _restore(method, optimizer, scheduler, scaler,
+                                                            resume, generator, config)
     began = time.perf_counter()
     epoch, epoch_loss, state = start - 1, math.nan, None
     completed = start  # epochs whose resume file is written
@@ -129,8 +129,9 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                                            config, epoch, dtype)
             total, count = all_reduce_sum([total, count], device)
             epoch_loss = total / max(count, 1)
+            losses.append(epoch_loss)
             line = f"[epoch: {epoch + 1}]\t[loss: {epoch_loss:.4f}]"
-            evaluated = config.evaluation_due(epoch)
+            evaluated = epoch in plan.epochs
             if evaluated:
                 if dist_info.is_main:
                     metrics = method.evaluate(loaders.database, loaders.queries, device,
@@ -142,39 +143,39 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                 # warns that the scheduler stepped first, which is expected here
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                 scheduler.step()
-            value = epoch_loss if config.monitor == "loss" else (
+            value = epoch_loss if plan.monitor == "loss" else (
                 metrics["mAP"] if evaluated and dist_info.is_main else None)
-            improved = config.better(value, best)
-            method.epoch_finished(epoch, epoch_loss)
+            improved = plan.better(value, best)
             if improved:
                 best, best_epoch = value, epoch
-            if config.monitor == "mAP" and evaluated and dist_info.is_main:
+            if plan.monitor == "mAP" and evaluated and dist_info.is_main:
                 line += f"\t[best mAP: {100 * best:.2f}% at epoch {best_epoch + 1}]"
             log.info(line)
             if dist_info.is_main:
-                state = _training_state(method, optimizer, scheduler, scaler, config, generator,
-                                        epoch, epoch_loss, metrics, best, best_epoch)
-                if improved and config.best_path is not None:
-                    save_checkpoint(_official_file(method, state), config.best_path)
-                if evaluated and config.snapshot_pattern:
-                    snapshot = Path(config.snapshot_pattern.format(epoch=epoch))
-                    save_checkpoint(_official_file(method, state), snapshot)
-                save_checkpoint(_resume_file(method, state), last_path)
+                progress = Progress(epoch + 1, tuple(losses), config.our_keys)
+                state = _training_state(optimizer, scheduler, scaler, config, generator, epoch,
+                                        epoch_loss, metrics, best, best_epoch, losses)
+                if improved and config.files.best is not None:
+                    save_checkpoint(method.best_file(progress, state), config.files.best)
+                if evaluated and config.files.snapshot_pattern:
+                    snapshot = Path(config.files.snapshot_pattern.format(epoch=epoch))
+                    save_checkpoint(method.best_file(progress, state), snapshot)
+                save_checkpoint(method.resume_file(progress, state), config.files.last)
             completed = epoch + 1
             barrier()
-            if config.patience is not None and epoch - best_epoch > config.patience:
+            if plan.patience is not None and epoch - best_epoch > plan.patience:
                 log.info(f"Training terminated at epoch {epoch + 1}: no lower loss for "
-                         f"{config.patience} epochs")
+                         f"{plan.patience} epochs")
                 break
         if dist_info.is_main and state is not None:
-            # the run is complete: say so in the resume file (reproduce.py reads it)
+            # the run is complete: say so in the resume file (run_status reads it)
             state["train_state"]["finished"] = True
-            save_checkpoint(_resume_file(method, state), last_path)
+            save_checkpoint(method.resume_file(progress, state), config.files.last)
     except KeyboardInterrupt:
         if completed >= 1:
             raise TrainingInterrupted(
-                f"interrupted in epoch {completed + 1}; {last_path} holds epoch {completed}: "
-                f"run the same command with --resume auto to continue") from None
+                f"interrupted in epoch {completed + 1}; {config.files.last} holds epoch "
+                f"{completed}: run the same command with --resume auto to continue") from None
         raise TrainingInterrupted("interrupted in epoch 1, before any checkpoint was written; "
                                   "nothing to resume") from None
     return FitResult(best, best_epoch + 1, epoch + 1, time.perf_counter() - began, epoch_loss)
@@ -203,7 +204,7 @@ def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfi
             step = first + int(bad[0]) + 1
             raise TrainingError(
                 f"the loss became {float(values[int(bad[0])])} at epoch {epoch + 1}, step {step}; "
-                f"stopped, the last good checkpoints are kept ({_kept(config)}); try a lower --lr")
+                f"stopped, {_kept(config)}; try a lower --lr")
         weights = torch.tensor(sizes, dtype=torch.float64)
         total += float((values * weights).sum())
         count += int(weights.sum())
@@ -232,45 +233,26 @@ def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfi
 
 
 def _kept(config: FitConfig) -> str:
-    if config.best_path is None:
-        return str(config.resume_path())
-    return f"{config.best_path} and {config.resume_path().name}"
+    """Which good files a stopped run leaves (only those that exist)."""
+    kept = [str(p) for p in config.files.outputs() if p.is_file()]
+    return f"the last good checkpoints are kept ({' and '.join(kept)})" if kept else \
+        "no checkpoint had been written yet"
 
 
 # -- checkpoint contents ---------------------------------------------------------------
 
-def _training_state(method, optimizer, scheduler, scaler, config, generator, epoch, loss,
-                    metrics, best, best_epoch) -> dict:
+def _training_state(optimizer, scheduler, scaler, config, generator, epoch, loss, metrics, best,
+                    best_epoch, losses) -> dict:
     return {
-        **method.info(), **config.extra_state,
+        **config.our_keys,
         "epoch": epoch + 1, "loss": loss, "metrics": metrics,
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "train_state": {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch + 1,
-                        "monitor": config.monitor, "rng": capture_rng(generator)},
+                        "monitor": config.plan.monitor, "history": list(losses),
+                        "rng": capture_rng(generator)},
     }
-
-
-def _with_our_keys(official: dict, extra: dict, state: dict) -> dict:
-    """The published entries first, and never replaced by ours (DCHN's files
-    have their own 'epoch' and 'loss')."""
-    merged = {**official, **extra}
-    merged.update({k: v for k, v in state.items() if k not in merged})
-    return merged
-
-
-def _official_file(method, state: dict):
-    """The best / snapshot file: the published layout (plus our keys where it has room)."""
-    if method.bare_state_dict:
-        return method.official_state()
-    return _with_our_keys(method.official_state(), method.resume_state(), state)
-
-
-def _resume_file(method, state: dict) -> dict:
-    if method.bare_state_dict:
-        return _with_our_keys({"model": method.official_state()}, method.resume_state(), state)
-    return _with_our_keys(method.official_state(), method.resume_state(), state)
 
 
 def _restore(method, optimizer, scheduler, scaler, resume: dict, generator, config):
@@ -278,18 +260,29 @@ def _restore(method, optimizer, scheduler, scaler, resume: dict, generator, conf
     if "lr_scheduler" not in resume or "best" not in state:
         raise TrainingError("the resume file was written by an older version of this toolkit "
                             "(no lr scheduler state); start without --resume")
-    if state.get("monitor", "loss") != config.monitor:
+    if state.get("monitor", "loss") != config.plan.monitor:
         raise TrainingError(f"the resume file monitors {state.get('monitor')}, this run "
-                            f"{config.monitor}; resume with the command that wrote it")
-    method.load_official_state(resume["model"] if method.bare_state_dict else resume,
-                               "the resume file")
-    method.load_resume_state(resume)
+                            f"{config.plan.monitor}; resume with the command that wrote it")
+    method.load_file(resume, "the resume file")
     optimizer.load_state_dict(resume["optimizer"])
     scheduler.load_state_dict(resume["lr_scheduler"])
     if scaler is not None and resume.get("scaler"):
         scaler.load_state_dict(resume["scaler"])
     restore_rng(state["rng"], generator)
     start, best, best_epoch = state["epoch"], state["best"], state["best_epoch"] - 1
-    what = "loss" if config.monitor == "loss" else "mAP"
+    what = "loss" if config.plan.monitor == "loss" else "mAP"
     log.info(f"resuming after epoch {start} (best {what} {best:.4f} at epoch {best_epoch + 1})")
-    return start, best, best_epoch, resume.get("metrics")
+    return start, best, best_epoch, resume.get("metrics"), list(state.get("history", []))
+
+
+def run_status(last_path, load) -> dict:
+    """What a run's resume file says: {"exists", "finished", "epochs_done", "our_keys"}.
+
+    ``load`` reads a checkpoint file (the caller's safe loader)."""
+    path = Path(last_path)
+    if not path.is_file():
+        return {"exists": False, "finished": False, "epochs_done": 0, "file": {}}
+    ckpt = load(path)
+    state = ckpt.get("train_state") or {} if isinstance(ckpt, dict) else {}
+    return {"exists": True, "finished": bool(state.get("finished")),
+            "epochs_done": int(state.get("epoch", 0)), "file": ckpt}

@@ -1,6 +1,6 @@
 """The ``--plot``, ``--show-results`` and ``--report`` outputs of the
 evaluating scripts, written from their metrics (and, for the grid, the
-encoded splits and the datasets' images)."""
+encoded splits and the datasets' images).  ``ReportOptions`` says which."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from utils.cli.output import check_writable_file, ensure_dir
+from utils.engine.files import check_writable_file, ensure_dir
 from utils.errors import UsageError
 
 TOP_K = 10
@@ -28,19 +28,33 @@ class GridInputs:
     database_images: object
 
 
-def wants_outputs(args) -> bool:
-    return any(getattr(args, k, None) for k in ("plot", "show_results", "report"))
+@dataclass(frozen=True)
+class ReportOptions:
+    """--plot DIR, --show-results DIR (and --show-queries), --report OUT.html."""
+    plot: Optional[str] = None
+    show_results: Optional[str] = None
+    show_queries: int = 8
+    report: Optional[str] = None
+    seed: int = 0  # chooses the grid's queries
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.plot or self.show_results or self.report)
+
+    def outputs(self) -> list:
+        """(path, flag) of the files written (the folders' own files are new)."""
+        return [(self.report, "--report")] if self.report else []
 
 
-def check_outputs(args) -> None:
+def check_outputs(options: ReportOptions) -> None:
     """Fail before any long work when an output cannot be written or matplotlib is missing."""
-    if getattr(args, "plot", None):
-        ensure_dir(args.plot, "--plot")
-    if getattr(args, "show_results", None):
-        ensure_dir(args.show_results, "--show-results")
-    if getattr(args, "report", None):
-        check_writable_file(args.report, "--report")
-    if getattr(args, "plot", None) or getattr(args, "report", None):
+    if options.plot:
+        ensure_dir(options.plot, "--plot")
+    if options.show_results:
+        ensure_dir(options.show_results, "--show-results")
+    if options.report:
+        check_writable_file(options.report, "--report")
+    if options.plot or options.report:
         from utils.report.plots import _pyplot
 
         _pyplot()
@@ -70,21 +84,22 @@ def write_grid(grid: GridInputs, out_dir, seed: int = 0, num_queries: int = 8, k
             "values": np.asarray(values).tolist(), "relevant": rel.tolist(), "layout": layout}
 
 
-def write_outputs(args, title: str, settings: dict, runs: Sequence[Tuple[str, dict]],
-                  grid: Optional[GridInputs] = None, extra_tables=()) -> dict:
-    """Write what the flags ask for; returns what was written (for tests)."""
+def write_outputs(options: ReportOptions, title: str, settings: dict,
+                  runs: Sequence[Tuple[str, dict]], grid: Optional[GridInputs] = None,
+                  extra_tables=()) -> dict:
+    """Write what the options ask for; returns what was written (for tests)."""
     written = {}
-    if getattr(args, "show_results", None) and grid is None:
+    if options.show_results and grid is None:
         raise UsageError("--show-results needs images: evaluate a checkpoint on a dataset "
                          "(stored codes and feature sets have none)")
-    if getattr(args, "plot", None):
+    if options.plot:
         from utils.report.plots import plot_curves
 
-        written["plots"] = plot_curves(runs, args.plot)
-    if getattr(args, "show_results", None):
-        written["grid"] = write_grid(grid, args.show_results, getattr(args, "seed", 0) or 0,
-                                     getattr(args, "show_queries", 8))
-    if getattr(args, "report", None):
+        written["plots"] = plot_curves(runs, options.plot)
+    if options.show_results:
+        written["grid"] = write_grid(grid, options.show_results, options.seed,
+                                     options.show_queries)
+    if options.report:
         from utils.report.html import write_report
         from utils.report.plots import plot_curves
 
@@ -92,7 +107,7 @@ def write_outputs(args, title: str, settings: dict, runs: Sequence[Tuple[str, di
             plots = written.get("plots") or plot_curves(runs, tmp)
             figures = [f for fig in plots.values() for f in fig["files"] if f.suffix == ".png"]
             grid_png = written["grid"]["file"] if "grid" in written else (
-                write_grid(grid, tmp, getattr(args, "seed", 0) or 0)["file"] if grid else None)
-            written["report"] = write_report(args.report, title, settings, runs, figures,
+                write_grid(grid, tmp, options.seed)["file"] if grid else None)
+            written["report"] = write_report(options.report, title, settings, runs, figures,
                                              grid_png, extra_tables)
     return written

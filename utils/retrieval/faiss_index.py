@@ -25,8 +25,9 @@ faiss is optional: it is imported when a function needs it, and its absence
 is a ``UsageError`` naming the install command.  Codes are packed as
 ``np.packbits`` packs them (``utils.retrieval.codes_io``); faiss needs the
 dimension to be a multiple of 8, and the padding bits, 0 in every code, leave
-distances unchanged.  ``pq_search`` (OPQN) needs no faiss: it is a flat search
-over the asymmetric PQ scores with the same tie rule.
+distances unchanged.  OPQN's features are served without faiss, by a flat
+search over the asymmetric PQ scores with the same tie rule
+(``utils.retrieval.pq.pq_search``).
 
 Nothing here parses arguments or prints; errors a caller can cause are
 ValueError, a missing faiss or GPU build a UsageError.
@@ -397,74 +398,3 @@ def index_bytes(index) -> int:
     if is_gpu_index(index):
         index = faiss.index_binary_gpu_to_cpu(index)
     return int(faiss.serialize_index_binary(index).size)
-
-
-# ---------------------------------------------------------------------------
-# Product quantization (OPQN): a flat search over the asymmetric scores
-# ---------------------------------------------------------------------------
-
-def _stable_topk_desc(scores, k: int):
-    """Top k of each row, score descending, ties by column ascending.
-
-    ``torch.topk`` picks among equal values arbitrarily, so it is asked for
-    k' = 2k, 4k, ... until the k'-th value is below the k-th (every item
-    equal to the k-th value is then a candidate); the candidates are sorted
-    by column, then stably by score."""
-    import torch
-
-    rows, n = scores.shape
-    out_v = torch.empty(rows, k, dtype=scores.dtype, device=scores.device)
-    out_i = torch.empty(rows, k, dtype=torch.int64, device=scores.device)
-    todo = torch.arange(rows, device=scores.device)
-    width = min(n, 2 * k)
-    while todo.numel():
-        values, cols = torch.topk(scores[todo], width, dim=1, largest=True, sorted=True)
-        done = values[:, -1] < values[:, k - 1] if width < n else torch.ones_like(todo, dtype=torch.bool)
-        sel = done.nonzero().squeeze(1)
-        if sel.numel():
-            v, c = values[sel], cols[sel]
-            by_col = torch.argsort(c, dim=1)
-            v, c = v.gather(1, by_col), c.gather(1, by_col)
-            by_score = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
-            out_v[todo[sel]] = v.gather(1, by_score)
-            out_i[todo[sel]] = c.gather(1, by_score)
-        todo = todo[~done]
-        width = min(n, 2 * width)
-    return out_v, out_i
-
-
-def pq_search(query_features, db_index, mlp, k: int, device=None, chunk_size: Optional[int] = None):
-    """The k best database items of each query by OPQN's asymmetric PQ score.
-
-    ``db_index`` is the [N, M] codeword table of ``utils.retrieval.pq``
-    (transpose the official [M, N] one).  Scores come from
-    ``pq.pq_score_chunks`` (higher is more similar), ``chunk_size`` queries at
-    a time (default: the metrics' memory budget); the order is the one
-    ``metrics.score_ranking_stats`` ranks by: score descending, ties by
-    database index ascending.  Returns (scores [Q, k'], indices int64 [Q, k'])
-    on the CPU, k' = min(k, N).
-    """
-    import torch
-
-    from utils.retrieval.pq import pq_score_chunks
-    from utils.retrieval.tensors import as_tensor, rows_per_chunk
-
-    k = _positive(k, "k")
-    score_chunks = pq_score_chunks(query_features, db_index, mlp, device=device)
-    num_queries = as_tensor(query_features, "query features").shape[0]
-    n = as_tensor(db_index, "db_index").shape[0]
-    kk = min(k, n)
-    step = _positive(chunk_size, "chunk_size") if chunk_size else rows_per_chunk(n)
-    values, indices = [], []
-    for s in range(0, num_queries, step):
-        scores = score_chunks(s, min(num_queries, s + step))
-        if kk == 0:
-            v = scores[:, :0]
-            i = torch.zeros(scores.shape[0], 0, dtype=torch.int64)
-        else:
-            v, i = _stable_topk_desc(scores, kk)
-        values.append(v.cpu())
-        indices.append(i.cpu())
-    if not values:
-        return torch.zeros(0, kk), torch.zeros(0, kk, dtype=torch.int64)
-    return torch.cat(values), torch.cat(indices)

@@ -19,12 +19,12 @@ class MetricOptions:
     backend: str = "auto"
 
     @classmethod
-    def from_args(cls, args, **defaults) -> "MetricOptions":
-        """The options a script's parsed flags ask for; absent flags take ``defaults``."""
-        values = dict(defaults)
-        for name in ("radius", "topk", "curve", "map_at", "skip_no_relevant", "backend"):
-            if getattr(args, name, None) is not None:
-                values[name] = getattr(args, name)
+    def of(cls, *layers) -> "MetricOptions":
+        """Options from dicts of set values, later ones winning (e.g. a
+        method's defaults, then what the user set)."""
+        values = {}
+        for layer in layers:
+            values.update({k: v for k, v in layer.items() if v is not None})
         for name in ("topk", "curve", "map_at"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])

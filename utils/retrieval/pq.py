@@ -278,3 +278,72 @@ def evaluate_pq(query_features, db_features_or_index, query_labels, db_labels, m
     return evaluate_scores(score_chunks, query_labels, db_labels, bits=code_bits(mlp),
                            topk=topk, curve_positions=curve_positions, map_at=map_at,
                            skip_no_relevant=skip_no_relevant, device=device)
+
+
+# ---------------------------------------------------------------------------
+# Serving: a flat search over the asymmetric scores
+# ---------------------------------------------------------------------------
+
+def _stable_topk_desc(scores, k: int):
+    """Top k of each row, score descending, ties by column ascending.
+
+    ``torch.topk`` picks among equal values arbitrarily, so it is asked for
+    k' = 2k, 4k, ... until the k'-th value is below the k-th (every item
+    equal to the k-th value is then a candidate); the candidates are sorted
+    by column, then stably by score."""
+    rows, n = scores.shape
+    out_v = torch.empty(rows, k, dtype=scores.dtype, device=scores.device)
+    out_i = torch.empty(rows, k, dtype=torch.int64, device=scores.device)
+    todo = torch.arange(rows, device=scores.device)
+    width = min(n, 2 * k)
+    while todo.numel():
+        values, cols = torch.topk(scores[todo], width, dim=1, largest=True, sorted=True)
+        done = values[:, -1] < values[:, k - 1] if width < n else torch.ones_like(todo, dtype=torch.bool)
+        sel = done.nonzero().squeeze(1)
+        if sel.numel():
+            v, c = values[sel], cols[sel]
+            by_col = torch.argsort(c, dim=1)
+            v, c = v.gather(1, by_col), c.gather(1, by_col)
+            by_score = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+            out_v[todo[sel]] = v.gather(1, by_score)
+            out_i[todo[sel]] = c.gather(1, by_score)
+        todo = todo[~done]
+        width = min(n, 2 * width)
+    return out_v, out_i
+
+
+def pq_search(query_features, db_index, mlp, k: int, device=None, chunk_size: Optional[int] = None):
+    """The k best database items of each query by OPQN's asymmetric PQ score.
+
+    ``db_index`` is the [N, M] codeword table of ``utils.retrieval.pq``
+    (transpose the official [M, N] one).  Scores come from
+    ``pq.pq_score_chunks`` (higher is more similar), ``chunk_size`` queries at
+    a time (default: the metrics' memory budget); the order is the one
+    ``metrics.score_ranking_stats`` ranks by: score descending, ties by
+    database index ascending.  Returns (scores [Q, k'], indices int64 [Q, k'])
+    on the CPU, k' = min(k, N).
+    """
+
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    score_chunks = pq_score_chunks(query_features, db_index, mlp, device=device)
+    num_queries = _as_tensor(query_features, "query features").shape[0]
+    n = _as_tensor(db_index, "db_index").shape[0]
+    kk = min(k, n)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    step = chunk_size or rows_per_chunk(n)
+    values, indices = [], []
+    for s in range(0, num_queries, step):
+        scores = score_chunks(s, min(num_queries, s + step))
+        if kk == 0:
+            v = scores[:, :0]
+            i = torch.zeros(scores.shape[0], 0, dtype=torch.int64)
+        else:
+            v, i = _stable_topk_desc(scores, kk)
+        values.append(v.cpu())
+        indices.append(i.cpu())
+    if not values:
+        return torch.zeros(0, kk), torch.zeros(0, kk, dtype=torch.int64)
+    return torch.cat(values), torch.cat(indices)

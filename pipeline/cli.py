@@ -1,0 +1,261 @@
+"""The flag groups the scripts share, and the typed options they become.
+
+Every script is its parser (the published flags, these groups, its own few)
+and a ``main`` that turns the parsed flags into ``pipeline.options`` and
+calls the pipeline.  This module is imported before torch (``evaluation.py
+--codes`` never imports it): what needs the data or method registries is
+imported where it is used."""
+
+from __future__ import annotations
+
+from utils.cli.parser import (add_dataclass_args, dataclass_values, non_negative_int,
+                              positive_int)
+
+SYNTHETIC_FLAGS = {"synthetic_ids": "num_identities", "synthetic_train": "train_per_identity",
+                   "synthetic_test": "test_per_identity"}
+
+
+# -- flag groups ------------------------------------------------------------------------
+
+def add_data_args(parser, kind, default, root_help=None, synthetic: bool = True):
+    """--dataset (one of the registry's ``kind`` datasets; any when ``kind``
+    is None, checked later), --data-root, --img-size, --workers,
+    --skip-bad-images and the size of the built-in data."""
+    g = parser.add_argument_group("data")
+    if kind is None:
+        g.add_argument("--dataset", default=default, help="dataset name (checked against the "
+                       "method the checkpoint holds)")
+    else:
+        from data import dataset_names
+
+        g.add_argument("--dataset", default=default, choices=list(dataset_names(kind)),
+                       help="dataset")
+    g.add_argument("--data-root", help=root_help or "dataset folder holding train/ and test/ "
+                   "(default: where the method's published code looks, e.g. ./FaceScrub)")
+    g.add_argument("--img-size", type=positive_int,
+                   help="input size (default: the dataset's; DDH pickles are 32)")
+    add_workers_arg(g)
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out unreadable images of an image folder tree instead of stopping")
+    if synthetic:
+        add_synthetic_args(g)
+    return g
+
+
+def add_synthetic_args(group):
+    group.add_argument("--synthetic-ids", type=positive_int,
+                       help="built-in data: number of identities (default 20)")
+    group.add_argument("--synthetic-train", type=positive_int,
+                       help="built-in data: training images per identity (default 60)")
+    group.add_argument("--synthetic-test", type=positive_int,
+                       help="built-in data: test images per identity (default 15)")
+
+
+def add_workers_arg(group):
+    group.add_argument("--workers", type=non_negative_int,
+                       help="data loader processes for image files (default: from the CPU "
+                            "count; in-memory data needs none)")
+
+
+def add_device_arg(group):
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def add_speed_args(group, layout: bool = True):
+    """--amp, and (for convolutional networks) --compile and --channels-last."""
+    group.add_argument("--amp", nargs="?", const="auto", choices=["auto", "bf16", "fp16"],
+                       help="mixed precision: bf16 autocast where supported, else fp16 with a "
+                            "grad scaler (--amp fp16 / --amp bf16 to choose)")
+    if layout:
+        group.add_argument("--compile", action="store_true",
+                           help="run the network through torch.compile")
+        group.add_argument("--channels-last", action="store_true",
+                           help="channels-last memory format")
+
+
+def add_run_args(group, seed_help="seeds Python, NumPy, torch (all devices) and the data order"):
+    """The flags of a training run that every training script has."""
+    add_device_arg(group)
+    group.add_argument("--seed", type=non_negative_int, default=0, help=seed_help)
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms only (an op without one is an error); "
+                            "sets CUBLAS_WORKSPACE_CONFIG and turns cudnn.benchmark off")
+    group.add_argument("--resume", metavar="PATH|auto",
+                       help="continue a run from a checkpoint it wrote (auto: its _last file)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if the run's checkpoint exists (it is replaced)")
+
+
+def add_engine_args(parser, epochs_help="epochs (default: the method's recipe)"):
+    """The training-engine flags of the face scripts and train.py."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--epochs", type=positive_int, help=epochs_help)
+    g.add_argument("--eval-every", type=non_negative_int,
+                   help="evaluate every N epochs (default: the recipe's; 0: never)")
+    add_run_args(g)
+    add_speed_args(g)
+    g.add_argument("--checkpoint-dir", default="checkpoint",
+                   help="folder of the checkpoint files (--save names a file in it)")
+    g.add_argument("--log-dir", default="log", help="folder of the training log files")
+    g.add_argument("--json", metavar="OUT", help="write the final metrics as JSON")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return g
+
+
+def add_metric_args(parser, topk=None, radius: bool = True):
+    """The metric flags of every evaluating script (defaults: the method's)."""
+    g = parser.add_argument_group("metrics")
+    if radius:
+        g.add_argument("--radius", type=non_negative_int,
+                       help="Hamming radius of precision/recall, inclusive (default 2)")
+    g.add_argument("--topk", type=positive_int, nargs="+", default=list(topk) if topk else None,
+                   help="precision at these ranks (default 1 5 10; OPQN 1 5 10 50)")
+    g.add_argument("--curve", type=positive_int, nargs="+",
+                   help="ranking positions of the precision curve "
+                        "(default 1 5 10 20 50 100 200 500 1000 and N)")
+    g.add_argument("--map-at", type=positive_int, nargs="+",
+                   help="also report mAP@k (DeepHash's definition)")
+    g.add_argument("--skip-no-relevant", action="store_true", default=None,
+                   help="leave queries without a relevant item out of the means (DCHN: always, "
+                        "as published)")
+    g.add_argument("--backend", default="auto", choices=("auto", "numba", "torch"),
+                   help="metric back end (auto: numba on CPU, torch on GPU)")
+    return g
+
+
+def add_report_args(parser):
+    """--plot, --show-results, --report (and --seed for the grid's queries
+    where the script has no seed yet)."""
+    g = parser.add_argument_group("pictures and report")
+    g.add_argument("--plot", metavar="DIR",
+                   help="write the precision-recall and precision-at-positions plots (and, for "
+                        "Hamming codes, the radius plot), PNG and SVG, into DIR (needs matplotlib)")
+    g.add_argument("--show-results", metavar="DIR",
+                   help="write DIR/retrieval.png: queries and their top-10 (green: relevant)")
+    g.add_argument("--show-queries", type=positive_int, default=8,
+                   help="queries in the --show-results grid (drawn with --seed)")
+    g.add_argument("--report", metavar="OUT.html",
+                   help="one self-contained HTML page: settings, metrics, plots, grid")
+    if "--seed" not in parser._option_string_actions:
+        g.add_argument("--seed", type=non_negative_int, default=0,
+                       help="chooses the queries of the --show-results grid")
+    return g
+
+
+def add_multiview_args(parser):
+    """DCHN's data: --datasets and where its files are (the published
+    ../datasets/<FOLDER>), the generic features layout, the built-in set."""
+    from data import dataset_names
+
+    parser.add_argument("--datasets", default="mirflickr25k_raw",
+                        choices=list(dataset_names("multiview")), help="the multi-view data set")
+    g = parser.add_argument_group("data (added)")
+    g.add_argument("--data-root", help="dataset folder (default ../datasets/<FOLDER>, as "
+                                       "published), or the file of the features layout")
+    g.add_argument("--views", nargs="+", help="features layout: the arrays of the file, one per view")
+    g.add_argument("--labels-key", default="labels", help="features layout: the label matrix")
+    g.add_argument("--query-size", type=positive_int, default=2000,
+                   help="features layout: the first rows are the queries")
+    g.add_argument("--train-size", type=positive_int, default=10000,
+                   help="features layout: the next rows are the training rows")
+    g.add_argument("--synthetic-rows", type=positive_int, default=1200,
+                   help="built-in data: rows (1/6 queries, 1/2 training)")
+    g.add_argument("--synthetic-classes", type=positive_int, default=12,
+                   help="built-in data: labels")
+    g.add_argument("--synthetic-views", type=positive_int, default=2, choices=[2, 3],
+                   help="built-in data: views")
+    return g
+
+
+def multiview_data(args):
+    """DataOptions of DCHN's data flags."""
+    options = {"views": args.views, "labels_key": args.labels_key, "query": args.query_size,
+               "train": args.train_size}
+    if args.datasets == "synthetic":
+        options = {"rows": args.synthetic_rows, "classes": args.synthetic_classes,
+                   "seed": args.seed, "widths": (64, 48, 32)[:args.synthetic_views],
+                   "query": args.synthetic_rows // 6, "train": args.synthetic_rows // 2}
+    import dataclasses
+
+    return dataclasses.replace(data_options(args, args.datasets, args.data_root, options),
+                               workers=getattr(args, "num_workers", None))
+
+
+def add_method_args(parser, cls, exclude=("bits",)):
+    """A method's own flags, from its config and recipe fields (train.py)."""
+    g = parser.add_argument_group(f"{cls.name} ({cls.summary})")
+    add_dataclass_args(g, cls.Config, exclude)
+    add_dataclass_args(g, cls.Recipe, ("epochs", "batch", "lr", "eval_every"))
+    return g
+
+
+# -- flags -> options ---------------------------------------------------------------------
+
+def synthetic_options(args) -> dict:
+    """The built-in data's size, where the flags set it."""
+    return {key: getattr(args, flag) for flag, key in SYNTHETIC_FLAGS.items()
+            if getattr(args, flag, None) is not None}
+
+
+def data_options(args, dataset=None, root=None, options=None, cross_dataset=False):
+    from pipeline.options import DataOptions
+
+    return DataOptions(dataset or args.dataset, root or getattr(args, "data_root", None),
+                       getattr(args, "img_size", None), getattr(args, "workers", None),
+                       bool(getattr(args, "skip_bad_images", False)), cross_dataset,
+                       synthetic_options(args) if options is None else options)
+
+
+def speed_options(args):
+    from utils.engine.precision import Speed
+
+    return Speed(getattr(args, "amp", None), bool(getattr(args, "compile", False)),
+                 bool(getattr(args, "channels_last", False)))
+
+
+def engine_options(args, device=None, devices=()):
+    from pipeline.options import EngineOptions
+
+    return EngineOptions(device or getattr(args, "device", "auto"), getattr(args, "seed", 0),
+                         bool(getattr(args, "deterministic", False)), speed_options(args),
+                         not getattr(args, "no_progress", False), tuple(devices))
+
+
+def report_options(args):
+    from utils.report.outputs import ReportOptions
+
+    return ReportOptions(getattr(args, "plot", None), getattr(args, "show_results", None),
+                         getattr(args, "show_queries", 8), getattr(args, "report", None),
+                         getattr(args, "seed", 0) or 0)
+
+
+def output_options(args, checkpoint_dir=None, tag="", save_codes=None):
+    from pipeline.options import OutputOptions
+
+    codes = save_codes if save_codes is not None else getattr(args, "save_codes", None)
+    codes = (codes,) if isinstance(codes, str) else tuple(codes or ())
+    return OutputOptions(checkpoint_dir or getattr(args, "checkpoint_dir", "checkpoint"),
+                         getattr(args, "log_dir", "log"), tag, getattr(args, "json", None), codes,
+                         getattr(args, "resume", None), bool(getattr(args, "overwrite", False)),
+                         report_options(args))
+
+
+def metric_values(args) -> dict:
+    """The metric flags a user set (the method's defaults fill the rest)."""
+    names = ("radius", "topk", "curve", "map_at", "skip_no_relevant", "backend")
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def method_values(args, cls) -> tuple:
+    """(config values, recipe values) given through ``add_method_args``."""
+    return dataclass_values(args, cls.Config), dataclass_values(args, cls.Recipe)
+
+
+def train_options(args, method: str, configs, saves, overrides, **extra):
+    """The TrainOptions of a training script's flags (the face scripts and train.py)."""
+    from pipeline.options import TrainOptions
+
+    return TrainOptions(method, extra.pop("data", None) or data_options(args), tuple(configs),
+                        tuple(saves), overrides, extra.pop("engine", None) or engine_options(args),
+                        extra.pop("output", None) or output_options(args), metric_values(args),
+                        **extra)
