@@ -12,8 +12,8 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pipeline.cli import (add_data_args, add_device_arg, add_metric_args,  # noqa: E402
-                          add_report_args, data_options, engine_options, metric_values,
-                          report_options)
+                          add_multiview_args, add_report_args, data_options, engine_options,
+                          metric_values, multiview_options, report_options, synthetic_options)
 from utils.cli import ArgumentParser, UsageError, positive_int, run_script  # noqa: E402
 
 
@@ -34,6 +34,7 @@ def get_args_parser():
                        help="folder where a bare --load name is looked for first")
     model.add_argument("--save-codes", metavar="OUT.npz", help="also store the codes")
     add_data_args(p, None, "facescrub")
+    add_multiview_args(p, flag=None, defaults=False)
     add_metric_args(p)
     add_device_arg(p)
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
@@ -51,8 +52,10 @@ def main(args):
     from pipeline.options import EvalOptions
     from pipeline.outputs import json_value, text_of
 
+    # the reader options of every kind of data that were given (each reader takes its own)
+    given = {**synthetic_options(args), **multiview_options(args, args.dataset == "synthetic")}
     options = EvalOptions(
-        (args.load,), data_options(args), args.checkpoint_dir,
+        (args.load,), data_options(args, options=given), args.checkpoint_dir,
         expect=({"bits": (args.len, "--len"), "arch": (args.arch, "--arch")},),
         engine=engine_options(args), metrics=metric_values(args), batch=args.bs, json=args.json,
         save_codes=(args.save_codes,) if args.save_codes else (), report=report_options(args))

@@ -50,14 +50,15 @@ def published_sham(num_classes, bits, gama, available):
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--input-dim", type=positive_int, default=4096)
-    p.add_argument("--bits", type=positive_int, default=64)
-    p.add_argument("--classes", type=positive_int, default=24)
-    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--input-dim", type=positive_int, default=4096, help="feature width of the view network")
+    p.add_argument("--bits", type=positive_int, default=64, help="code length")
+    p.add_argument("--classes", type=positive_int, default=24, help="labels")
+    p.add_argument("--batch", type=positive_int, default=64, help="batch size")
     p.add_argument("--train-rows", type=positive_int, default=10000, help="rows of one epoch (SHAM ratio)")
-    p.add_argument("--available", type=positive_int, default=100)
-    p.add_argument("--steps", type=positive_int, default=10)
-    p.add_argument("--json")
+    p.add_argument("--available", type=positive_int, default=100,
+                   help="labelled rows SHAM uses")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed training steps")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     return p
 
 

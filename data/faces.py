@@ -107,7 +107,9 @@ def build_synthetic(name: str, request: DataRequest) -> Splits:
     from data.synthetic import SyntheticFaceDataset
 
     _refuse_cross(name, request)
-    kwargs = dict(request.options)
+    # its size options (reader options of other kinds of data are not its own)
+    kwargs = {k: v for k, v in request.options.items()
+              if k in ("num_identities", "train_per_identity", "test_per_identity")}
     if request.img_size is not None:
         kwargs["img_size"] = request.img_size
     train = SyntheticFaceDataset("train", **kwargs)

@@ -28,7 +28,7 @@ from methods.base import DataFacts, Evaluation, Method, MethodConfig, Recognised
 from methods.recipes.dchn import (ALPHA, AVAILABLE_NUM, GAMA, OUTPUT_SHAPE, DCHNRecipe,
                                   recipe_for)
 from methods.registry import register_method
-from models.dense_net import Dense_Net, ImgNet
+from models import create_network
 from models.losses.dchn import codes_of, dchn_loss
 from models.sham import load_sham, save_sham, sham_file_name, train_sham
 from utils.cli.parser import fraction, int_at_least, non_negative_float, non_negative_int
@@ -41,10 +41,11 @@ from utils.retrieval.metrics import evaluate_codes
 # The smallest allow-list the published files need with weights_only=True
 # (tests/fixtures/dchn/README.md): the Namespace of the options and the NumPy
 # loss array (float32, or float64 when the labels were float64; files written
-# under NumPy 1.x name numpy.core.multiarray).
+# under NumPy 1.x name numpy.core.multiarray; an empty array pickles its
+# buffer as bytes()).
 _RECONSTRUCT = np.array(0).__reduce__()[0]  # numpy's array unpickler, 1.x and 2.x alike
 CHECKPOINT_ALLOW = [argparse.Namespace, _RECONSTRUCT, np.ndarray, np.dtype,
-                    type(np.dtype(np.float32)), type(np.dtype(np.float64)),
+                    type(np.dtype(np.float32)), type(np.dtype(np.float64)), bytes,
                     (_RECONSTRUCT, "numpy.core.multiarray._reconstruct")]
 FILE_NAME = re.compile(r"^(?P<datasets>.+)_last_checkpoint_V(?P<view>\d+)_O(?P<bits>\d+)"
                        r"_A(?P<available>\d+)\.pth\.tar$")
@@ -113,11 +114,12 @@ class DCHNView(Method):
         self.images = facts.input_dim is None
         if self.images:
             try:
-                self.net = ImgNet(out_dim=config.bits, pretrained=config.pretrained)
+                self.net = create_network("imgnet_vgg19_bn", config.bits,
+                                          pretrained=config.pretrained)
             except Exception as exc:  # noqa: BLE001 - a missing, corrupt or foreign file
                 raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
         else:
-            self.net = Dense_Net(input_dim=facts.input_dim, out_dim=config.bits)
+            self.net = create_network("dense_net", facts.input_dim, config.bits)
         # the SHAM matrix: set by prepare() from the SHAM file; without it (a
         # benchmark, a test) the class-count-only SHAM. float32, as published;
         # not a parameter, not saved

@@ -20,7 +20,7 @@ import torch
 from methods.base import DataFacts, Encoded, Method, MethodConfig, Recognised, option
 from methods.recipes.opqn import OPQNRecipe, recipe_for
 from methods.registry import register_method
-from models import OrthoPQ, resnet20_pq
+from models import OrthoPQ, create_network
 from models.losses.opqn import opqn_loss
 from utils.cli.parser import non_negative_float, positive_float, positive_int
 from utils.engine.checkpoint import CheckpointError, add_prefix, state_dict_mismatch, strip_prefix
@@ -117,7 +117,7 @@ class OPQN(Method):
             raise UsageError(f"the model takes {pixels} images, the data is "
                              f"{facts.img_size}x{facts.img_size} (check --dataset, --img-size "
                              f"and -c)")
-        self.net = resnet20_pq(20, config.feature_dim, 512, config.size)
+        self.net = create_network("resnet20_pq", 20, config.feature_dim, 512, config.size)
         self.head = OrthoPQ(config.feature_dim, config.num_books, config.num_words,
                             facts.num_classes, scale=config.scale, margin=config.margin)
 

@@ -23,8 +23,8 @@ from methods.base import DataFacts, Method, MethodConfig, Recognised, option
 from methods.recipes.triplet import (SYNTHETIC_IMG_SIZE, TripletRecipe, published_margin,
                                      recipe_for)
 from methods.registry import register_method
-from models import HashModel
-from models.hash_model import BACKBONES, hash_model_arch
+from models import create_network, recognise_network
+from models.hash_model import BACKBONES
 from models.losses.triplet import triplet_hashing_loss
 from models.miners import MINERS
 from utils.cli.parser import positive_float
@@ -39,7 +39,8 @@ PUBLISHED_NAMES = {"cub": "CUB", "dogs": "Stanford_Dogs"}
 
 def snapshot_facts(state_dict: dict):
     """(arch, bits, head) of a HashModel state_dict; None where unknown."""
-    arch = hash_model_arch(state_dict)
+    name = recognise_network(state_dict, family="triplet")
+    arch = name[len("hash_"):] if name else None
     if "hashcoder.0.weight" in state_dict and state_dict["hashcoder.0.weight"].ndim == 2:
         weight = state_dict["hashcoder.0.weight"]
         head = "fc" if weight.shape[1] in (512, 2048) else "dae"
@@ -86,7 +87,7 @@ class TripletHashing(Method):
     def __init__(self, config: TripletConfig, facts: DataFacts):
         super().__init__(config, facts)
         try:
-            self.net = HashModel(config.bits, arch=config.arch, head=config.head)
+            self.net = create_network(f"hash_{config.arch}", config.bits, head=config.head)
         except ValueError as exc:  # the divide-and-encode head needs bits dividing the width
             raise UsageError(f"--head {config.head}: {exc}") from None
         if config.pretrained is not None:

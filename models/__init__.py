@@ -7,6 +7,7 @@ written against the published repositories imports unchanged:
 Networks are built by name through the registry (``create_network``).
 """
 
+from .dense_net import Dense_Net, ImgNet
 from .dfhnet import DFHNet
 from .hash_model import HashModel
 from .losses.dcdh import DualClasswiseLoss
@@ -18,7 +19,7 @@ from .resnet20_pq import ResNet20PQ, resnet20_pq
 from .sphere import SphereNet_hashing, SphereNetHashing
 
 __all__ = [
-    "DFHNet", "DualClasswiseLoss", "HashModel", "triplet_hashing_loss", "OrthoPQ", "ResNet20PQ", "ResNetHashing", "SphereNetHashing",
+    "DFHNet", "Dense_Net", "DualClasswiseLoss", "ImgNet", "HashModel", "triplet_hashing_loss", "OrthoPQ", "ResNet20PQ", "ResNetHashing", "SphereNetHashing",
     "SphereNet_hashing", "build_codebooks", "create_network", "network_names", "network_spec",
     "opqn_loss", "recognise_network", "resnet20_pq",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from utils.cli.parser import (add_dataclass_args, dataclass_values, non_negative_int,
                               positive_int)
+from utils.errors import UsageError
 
 SYNTHETIC_FLAGS = {"synthetic_ids": "num_identities", "synthetic_train": "train_per_identity",
                    "synthetic_test": "test_per_identity"}
@@ -142,41 +143,58 @@ def add_report_args(parser):
     return g
 
 
-def add_multiview_args(parser):
+def add_multiview_args(parser, flag="--datasets", default="mirflickr25k_raw",
+                       defaults: bool = True):
     """DCHN's data: --datasets and where its files are (the published
-    ../datasets/<FOLDER>), the generic features layout, the built-in set."""
+    ../datasets/<FOLDER>), the generic features layout, the built-in set.
+    ``flag`` None: the data flags only (evaluation.py); ``defaults`` False:
+    none set unless given (a checkpoint's recorded data fills them)."""
     from data import dataset_names
 
-    parser.add_argument("--datasets", default="mirflickr25k_raw",
-                        choices=list(dataset_names("multiview")), help="the multi-view data set")
-    g = parser.add_argument_group("data (added)")
-    g.add_argument("--data-root", help="dataset folder (default ../datasets/<FOLDER>, as "
-                                       "published), or the file of the features layout")
+    if flag:
+        parser.add_argument(flag, dest="datasets", default=default,
+                            choices=list(dataset_names("multiview")),
+                            help="the multi-view data set")
+    g = parser.add_argument_group("multi-view data (DCHN)")
+    if flag:
+        g.add_argument("--data-root", help="dataset folder (default ../datasets/<FOLDER>, as "
+                                           "published), or the file of the features layout")
     g.add_argument("--views", nargs="+", help="features layout: the arrays of the file, one per view")
-    g.add_argument("--labels-key", default="labels", help="features layout: the label matrix")
-    g.add_argument("--query-size", type=positive_int, default=2000,
+    g.add_argument("--labels-key", default="labels" if defaults else None,
+                   help="features layout: the label matrix")
+    g.add_argument("--query-size", type=positive_int, default=2000 if defaults else None,
                    help="features layout: the first rows are the queries")
-    g.add_argument("--train-size", type=positive_int, default=10000,
+    g.add_argument("--train-size", type=positive_int, default=10000 if defaults else None,
                    help="features layout: the next rows are the training rows")
-    g.add_argument("--synthetic-rows", type=positive_int, default=1200,
+    g.add_argument("--synthetic-rows", type=positive_int, default=1200 if defaults else None,
                    help="built-in data: rows (1/6 queries, 1/2 training)")
-    g.add_argument("--synthetic-classes", type=positive_int, default=12,
+    g.add_argument("--synthetic-classes", type=positive_int, default=12 if defaults else None,
                    help="built-in data: labels")
-    g.add_argument("--synthetic-views", type=positive_int, default=2, choices=[2, 3],
-                   help="built-in data: views")
+    g.add_argument("--synthetic-views", type=positive_int, default=2 if defaults else None,
+                   choices=[2, 3], help="built-in data: views")
     return g
+
+
+def multiview_options(args, synthetic: bool) -> dict:
+    """The reader options of DCHN's data flags that are set."""
+    if synthetic:
+        rows, views = args.synthetic_rows, args.synthetic_views
+        options = {"rows": rows, "classes": args.synthetic_classes, "seed": args.seed,
+                   "widths": (64, 48, 32)[:views] if views else None,
+                   "query": rows // 6 if rows else None, "train": rows // 2 if rows else None}
+    else:
+        options = {"views": args.views, "labels_key": args.labels_key,
+                   "query": args.query_size, "train": args.train_size}
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def multiview_data(args):
     """DataOptions of DCHN's data flags."""
-    options = {"views": args.views, "labels_key": args.labels_key, "query": args.query_size,
-               "train": args.train_size}
-    if args.datasets == "synthetic":
-        options = {"rows": args.synthetic_rows, "classes": args.synthetic_classes,
-                   "seed": args.seed, "widths": (64, 48, 32)[:args.synthetic_views],
-                   "query": args.synthetic_rows // 6, "train": args.synthetic_rows // 2}
     import dataclasses
 
+    if args.datasets is None:
+        raise UsageError("--dataset is required (e.g. --dataset synthetic, the built-in data)")
+    options = multiview_options(args, args.datasets == "synthetic")
     return dataclasses.replace(data_options(args, args.datasets, args.data_root, options),
                                workers=getattr(args, "num_workers", None))
 

@@ -274,6 +274,7 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
         result = fit(method, optimizer, scheduler, loaders, fit_config, member.resume)
         summary = {"checkpoint": str(files.evaluated), "best_epoch": result.best_epoch,
                    "epochs_run": result.epochs_run, "last_loss": result.last_loss,
+                   "losses": list(result.losses),
                    "train_seconds": round(result.train_seconds, 3),
                    "best_loss" if recipe.monitor == "loss" else "best_mAP_during_training":
                    result.best_value, **{k: v for k, v in config.as_dict().items()

@@ -389,7 +389,11 @@ def test_speed_benchmark_runs_at_a_tiny_size(tmp_path):
         ["--input-dim", "32", "--bits", "16", "--classes", "6", "--batch", "8", "--train-rows", "64",
          "--available", "10", "--steps", "1", "--json", str(out)])
     figures = dchn_speed.main(args)
-    assert json.loads(out.read_text()) == figures and figures["bits"] == 16
+    assert json.loads(out.read_text()) == figures
+    # an epoch is 64 / 8 = 8 steps; every ratio is the ratio of its own timings
+    assert figures["epoch_s"] == pytest.approx(8 * figures["train_step_s"])
+    assert figures["step_over_bare"] == pytest.approx(figures["train_step_s"] / figures["bare_step_s"])
+    assert figures["sham_speedup"] == pytest.approx(figures["published_sham_s"] / figures["sham_s"])
 
 
 def test_views_train_in_parallel_processes(tmp_path, monkeypatch):

@@ -254,7 +254,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, script, argv, prefixed):
         alone = [*TINY, "-e", "--load", tmp_path / "d.tar", "--len", 12, "--num", 2, "--words", 64]
         assert run(opqn_main, *alone, "--json", tmp_path / "e.json") == 0
     assert result["mAP"] == json.loads((tmp_path / "e.json").read_text())["mAP"]
-    assert result["epochs_run"] == 2 and result["train_seconds"] > 0
+    assert result["epochs_run"] == 2 and len(result["losses"]) == 2
     assert len(list((tmp_path / "log").glob("*.txt"))) == 1  # one log, written by rank 0
 
 

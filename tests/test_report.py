@@ -78,6 +78,7 @@ def test_grid_borders_follow_the_ranking(trained, tmp_path):
     real = outputs.write_grid
 
     def spy(*a, **k):
+        calls["inputs"] = a[0]
         calls["grid"] = real(*a, **k)
         return calls["grid"]
 
@@ -109,8 +110,13 @@ def test_grid_borders_follow_the_ranking(trained, tmp_path):
                 assert frame == COLOURS["query"]
             else:
                 assert frame == COLOURS["right" if grid["relevant"][row][col - 1] else "wrong"]
-    # the same queries for the same seed
-    assert len(grid["queries"]) == 5
+    # the queries are the --seed's draw: the same seed gives the same queries, another another
+    def drawn(seed):
+        return outputs.write_grid(grid_inputs, tmp_path / f"again{seed}", seed, 5)["queries"]
+
+    grid_inputs = calls["inputs"]
+    assert drawn(3) == grid["queries"] and len(grid["queries"]) == 5
+    assert drawn(4) != grid["queries"]
 
 
 def test_draw_grid_sizes(tmp_path):

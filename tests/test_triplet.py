@@ -91,7 +91,15 @@ def test_divide_and_encode_head():
     net = HashModel(16, head="dae")
     out = net(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 16) and out.abs().max() < 1
-    assert net.hashcoder[0].weight.shape == (16, 32)  # 512 features / 16 slices
+    # bit i reads slice i of the 512 features (32 values) and nothing else
+    head = net.hashcoder[0]
+    features = torch.randn(3, 512)
+    changed = features.clone()
+    changed[:, 5 * 32:6 * 32] += torch.randn(3, 32)
+    moved = (head(changed) != head(features)).any(0)
+    assert moved.tolist() == [i == 5 for i in range(16)]
+    assert torch.allclose(head(features)[:, 5], torch.tanh(
+        features[:, 160:192] @ head.weight[5] + head.bias[5]), atol=1e-6)
     with pytest.raises(ValueError, match="divisible by the code length 48"):
         HashModel(48, head="dae")
 

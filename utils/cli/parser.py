@@ -26,8 +26,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or \
-                default == [] or not action.option_strings:
+        if "%(default)" in text or default is None or default is False or \
+                default == argparse.SUPPRESS or default == [] or not action.option_strings:
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})".replace("%", "%%")
@@ -99,6 +99,8 @@ def add_dataclass_args(group, cls, exclude=(), defaults: bool = False, only=None
             kwargs.update(nargs="+", type=kind or _element_type(f.default))
         else:
             kwargs["type"] = kind or _scalar_type(f)
+        if "action" not in kwargs:
+            kwargs["metavar"] = f.name.upper()
         group.add_argument(flag_of(f), dest=f"{cls.__name__}.{f.name}", **kwargs)
         added.append(f)
     return added

@@ -98,6 +98,7 @@ class FitResult:
     epochs_run: int
     train_seconds: float
     last_loss: float
+    losses: list = field(default_factory=list)  # mean loss of every epoch, resumed ones included
 
 
 def fit(method, optimizer, scheduler, loaders, config: FitConfig,
@@ -178,7 +179,8 @@ def fit(method, optimizer, scheduler, loaders, config: FitConfig,
                 f"{completed}: run the same command with --resume auto to continue") from None
         raise TrainingInterrupted("interrupted in epoch 1, before any checkpoint was written; "
                                   "nothing to resume") from None
-    return FitResult(best, best_epoch + 1, epoch + 1, time.perf_counter() - began, epoch_loss)
+    return FitResult(best, best_epoch + 1, epoch + 1, time.perf_counter() - began, epoch_loss,
+                     losses)
 
 
 def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfig, epoch: int,
