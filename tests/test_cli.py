@@ -200,3 +200,28 @@ def test_imports_run_one_way(package):
                 if top in ALLOWED and top not in ALLOWED[package]:
                     offending.append(f"{path.relative_to(ROOT)}: {name}")
     assert offending == []
+
+
+@pytest.mark.subprocess
+def test_pip_install_puts_no_generic_package_into_site_packages(tmp_path):
+    """The wheel `pip install .` builds holds no module named data, models,
+    methods, pipeline or utils (the toolkit runs from its checkout)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "LICENSE"):
+        (tree / name).write_bytes((ROOT / name).read_bytes())
+    for package in ALLOWED:
+        (tree / package).mkdir()
+        (tree / package / "__init__.py").write_text("")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist"), str(tree)], check=True, timeout=300,
+                   capture_output=True)
+    wheel, = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not [n for n in names if n.split("/")[0] in ALLOWED or n.endswith(".py")], names
+    metadata = next(n for n in names if n.endswith("METADATA"))
+    assert "Requires-Dist: torch" in zipfile.ZipFile(wheel).read(metadata).decode()

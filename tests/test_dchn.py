@@ -396,6 +396,7 @@ def test_speed_benchmark_runs_at_a_tiny_size(tmp_path):
     assert figures["sham_speedup"] == pytest.approx(figures["published_sham_s"] / figures["sham_s"])
 
 
+@pytest.mark.subprocess
 def test_views_train_in_parallel_processes(tmp_path, monkeypatch):
     """--view -1 --multiprocessing: every view in its own process, each writing
     its own checkpoint, as a sequential run would."""

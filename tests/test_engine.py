@@ -184,6 +184,7 @@ def _wait_for(path, proc, timeout=120):
         time.sleep(0.02)
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     argv = [*DCDH, "--save", "k.tar", "--epochs", 40, "--checkpoint-dir", tmp_path,
             "--log-dir", tmp_path, "--eval-every", 0]
@@ -200,6 +201,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert state_of(last)["train_state"]["epoch"] == done + 1
 
 
+@pytest.mark.subprocess
 def test_kill_during_checkpoint_write_leaves_the_old_file(tmp_path):
     target = tmp_path / "m.tar"
     torch.save({"backbone": {"w": torch.ones(3)}}, target)
@@ -216,6 +218,7 @@ def test_kill_during_checkpoint_write_leaves_the_old_file(tmp_path):
     assert torch.load(target, weights_only=True)["backbone"]["w"].tolist() == [1.0, 1.0, 1.0]
 
 
+@pytest.mark.subprocess
 def test_ctrl_c_says_how_to_resume(tmp_path):
     argv = [*DCDH, "--save", "c.tar", "--epochs", 200, "--checkpoint-dir", tmp_path,
             "--log-dir", tmp_path, "--eval-every", 0]
@@ -229,6 +232,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert state_of(tmp_path / "c_last.tar")["train_state"]["epoch"] >= 1
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("script, argv, prefixed", [
     ("dcdh_train.py", DCDH, False),
     ("opqn_main.py", OPQN, True),

@@ -102,6 +102,7 @@ def test_unavailable_device(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: unknown --device 'tpu'")
 
 
+@pytest.mark.subprocess
 def test_command_line_process(tmp_path):
     """The real process: exit status 2 and a single line, no traceback."""
     bad = tmp_path / "bad.npz"

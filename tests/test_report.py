@@ -149,6 +149,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+@pytest.mark.chromium
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (.ci/run installs "
                                                  "Debian's chromium; this machine could not)")
 def test_report_renders_in_chromium(trained, tmp_path):
