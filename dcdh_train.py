@@ -18,10 +18,11 @@ def get_args_parser():
     p = ArgumentParser(description=__doc__)
     # the published flags and defaults
     p.add_argument("--lr", "--lr1", dest="lr", type=positive_float, default=0.005,
-                   help="learning rate of the network (--lr1 in the published script), and of "
-                        "the centers unless --lr2 is given")
+                   help="learning rate of the network and, unless --lr2 is given, of the class "
+                        "centers (--lr1: an older published version's name)")
     p.add_argument("--lr2", type=positive_float,
-                   help="learning rate of the class centers (default: --lr)")
+                   help="learning rate of the class centers (an older published version's flag; "
+                        "default: --lr)")
     p.add_argument("--save", help="checkpoint file name, written under --checkpoint-dir (required)")
     p.add_argument("--bs", type=positive_int, default=256,
                    help="batch size (per process under torchrun)")

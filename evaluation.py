@@ -48,9 +48,12 @@ def main(args):
         raise UsageError("give either --codes FILE.npz or --load CHECKPOINT.tar")
     if args.codes:
         return evaluate_codes(args)
+    from data import canonical_dataset
     from pipeline.evaluate import evaluate
     from pipeline.options import EvalOptions
     from pipeline.outputs import json_value, text_of
+
+    args.dataset = canonical_dataset(args.dataset)  # any spelling the published scripts take
 
     # the reader options of every kind of data that were given (each reader takes its own)
     given = {**synthetic_options(args), **multiview_options(args, args.dataset == "synthetic")}

@@ -43,6 +43,9 @@ def get_args_parser():
     p.add_argument("--columns", nargs="+", default=["mAP"],
                    help="per cell: mAP, tie (tie-aware mAP), P@H2, R@H2, P@k (e.g. P@10)")
     p.add_argument("--data-root", help="dataset folder, passed to every method")
+    p.add_argument("--layout", choices=["ddh", "folders"],
+                   help="FaceScrub / YouTube Faces: the DDH pickles or the image folders for every "
+                        "method (default: each method's own, as its published code reads them)")
     p.add_argument("--img-size", type=positive_int, help="input size for the image methods")
     add_synthetic_args(p)
     add_device_arg(p)
@@ -68,6 +71,9 @@ def main(args):
         from utils.engine.files import check_writable_file
 
         check_writable_file(args.csv, "--csv")
+    from data import canonical_dataset
+
+    args.dataset = canonical_dataset(args.dataset)
     options = TableOptions(tuple(args.methods), data_options(args), tuple(args.bits),
                            args.checkpoints, args.train_missing,
                            {"epochs": args.epochs, "batch": args.batch}, tuple(args.columns),

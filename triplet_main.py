@@ -10,15 +10,13 @@ import argparse
 import sys
 
 from methods.recipes.triplet import PUBLISHED
-from methods.triplet import PUBLISHED_NAMES, TripletConfig, TripletRecipe
+from methods.triplet import TripletConfig, TripletRecipe
 from pipeline.cli import (add_metric_args, add_report_args, add_run_args, add_speed_args,
-                          add_synthetic_args, add_workers_arg, data_options, engine_options,
-                          metric_values, output_options, report_options, train_options)
+                          add_synthetic_args, add_workers_arg, data_options, dataset_list,
+                          dataset_type, engine_options, metric_values, output_options,
+                          report_options, train_options)
 from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, dataclass_values,
                        non_negative_int, positive_float, positive_int, run_script)
-
-DATASETS = {**{v: k for k, v in PUBLISHED_NAMES.items()}, "cub": "cub", "dogs": "dogs"}
-
 
 def str2bool(text: str) -> bool:
     lowered = str(text).lower()
@@ -30,13 +28,11 @@ def str2bool(text: str) -> bool:
 
 
 def get_args_parser():
-    from data import dataset_names
-
     p = ArgumentParser(description=__doc__)
     # the published flags and defaults
     p.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="CUB",
-                   choices=list(dict.fromkeys([*PUBLISHED_NAMES.values(), *dataset_names("images")])),
-                   help="CUB or Stanford_Dogs (published), or cub, dogs, folder, synthetic, ...")
+                   type=dataset_type("images"),
+                   help=f"CUB or Stanford_Dogs (published), or any of {dataset_list('images')}")
     p.add_argument("--binary_bits", type=positive_int, default=64, help="code length")
     p.add_argument("--margin", type=positive_float, default=20.0,
                    help="triplet margin (published advice: a bit over bits/4: 8 for 16, 20 for 64)")
@@ -81,9 +77,9 @@ def get_args_parser():
 
 
 def data_of(args):
-    dataset = DATASETS.get(args.dataset_name, args.dataset_name)
-    root = args.data_root or {"cub": args.datapath_CUB, "dogs": args.datapath_dog}.get(dataset)
-    return data_options(args, dataset, root)
+    root = args.data_root or {"cub": args.datapath_CUB, "dogs": args.datapath_dog}.get(
+        args.dataset_name)
+    return data_options(args, args.dataset_name, root)
 
 
 def main(args):

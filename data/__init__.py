@@ -18,12 +18,14 @@ Problems a user can fix raise :class:`DatasetError` with a one-line message.
 """
 
 from data import faces, fine_grained, multiview  # noqa: F401  (register their datasets)
-from data.ddh import DDHFaces, find_ddh_root
+from data.ddh import DDHFaces
+from data.faces import locate_faces
 from data.errors import DatasetError
 from data.loaders import Loaders, make_loaders
-from data.registry import (DataFacts, DataRequest, Splits, build_splits, dataset_names,
-                           dataset_spec, register_dataset)
+from data.registry import (DataFacts, DataRequest, Splits, build_splits, canonical_dataset,
+                           dataset_names, dataset_spec, register_dataset)
 
 __all__ = ["DDHFaces", "DataFacts", "DataRequest", "DatasetError", "Loaders", "Splits",
-           "build_splits", "dataset_names", "dataset_spec", "find_ddh_root", "make_loaders",
+           "canonical_dataset",
+           "build_splits", "dataset_names", "dataset_spec", "locate_faces", "make_loaders",
            "register_dataset"]

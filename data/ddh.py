@@ -38,43 +38,18 @@ import torch
 from torch.utils.data import Dataset
 
 from data.errors import DatasetError
-from data.layout import has_splits, one_line, splits_text
+from data.layout import one_line
 
 IMG_SIZE = 32
 ROW_LENGTH = 3 * IMG_SIZE * IMG_SIZE
 
-# dataset key -> (name shown to users, folder name the official code uses)
+# dataset key -> (name shown to users, folder name the official DCDH code uses)
 DDH_DATASETS = {
     "facescrub": ("FaceScrub", "FaceScrub"),
     "youtube": ("YouTube Faces", "YouTube"),
 }
-
-def find_ddh_root(dataset: str, data_root: Optional[str] = None) -> str:
-    """Folder holding ``train/`` and ``test/`` for ``dataset``.
-
-    ``data_root`` (the folder that holds train/ and test/) wins when given.
-    Otherwise ``data/<dataset>`` relative to the current directory, then the
-    official location ``./FaceScrub`` or ``./YouTube``.
-    """
-    if dataset not in DDH_DATASETS:
-        raise ValueError(f"not a DDH dataset: {dataset!r}; expected one of {sorted(DDH_DATASETS)}")
-    name, official_dir = DDH_DATASETS[dataset]
-    if data_root is not None:
-        if has_splits(data_root):
-            return data_root
-        where, alternative = splits_text(data_root), ""
-    else:
-        default_dir = os.path.join("data", dataset)
-        for candidate in (default_dir, official_dir):
-            if has_splits(candidate):
-                return candidate
-        where, alternative = splits_text(default_dir), f" (or ./{official_dir})"
-    raise DatasetError(
-        f"{name} not found: expected {where} holding the DDH pickled batches{alternative}; "
-        "download them from the links in the DCDH README"
-    )
-
-
+# where the DDH pickles are published (the Data section of the DCDH README)
+DDH_SOURCE = "the Data section of https://github.com/mzhang367/DCDH-PyTorch"
 
 def _batch_files(split_dir: str) -> List[str]:
     try:

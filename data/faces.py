@@ -3,40 +3,101 @@
 =========  ================================================  ==========================
 dataset    default location                                  reader
 =========  ================================================  ==========================
-facescrub  data/facescrub (or the official ./FaceScrub)      DDH pickles (ddh.py), or
-youtube    data/youtube (or the official ./YouTube)          32x32 identity folders
+facescrub  ./FaceScrub (DDH pickles, where DCDH looks) or    DDH pickles (ddh.py), or
+           data/facescrub (image folders, where OPQN looks)  32x32 identity folders
+youtube    ./YouTube or data/youtube, likewise               likewise
 cfw        data/cfw                                          32x32 identity folders
 vggface2   data/vggface2 (or ./vggface2, ./vgg_face2)        identity folders (folders.py)
 folder     --data-root DIR, required                         identity folders (folders.py)
 synthetic  built in, nothing to download                     synthetic.py
 =========  ================================================  ==========================
 
-FaceScrub and YouTube Faces also load from image folders: the official OPQN
-code reads ``data/facescrub/train/<identity>/*.png`` (the same 32x32 faces as
-images), so when the train folder of these datasets holds identity folders
-instead of pickle files, that is what is used.
+FaceScrub and YouTube Faces come in two published layouts: the DDH pickles
+that DCDH reads at ``./FaceScrub`` and the 32x32 image folders
+(``train/<identity>/*.png``) that OPQN reads at ``./data/facescrub``.  Each
+method looks first where its published code looks (OPQN's preset: the
+folders; every other method: the pickles), falls back to the other layout
+only saying so in one line, and ``--layout ddh|folders`` picks one; a
+``train/`` folder holding both is an error naming both.
 """
 
 from __future__ import annotations
 
 import os
 
-from data.ddh import DDH_DATASETS, IMG_SIZE as DDH_IMG_SIZE, DDHFaces, find_ddh_root
+from data.ddh import DDH_DATASETS, DDH_SOURCE, IMG_SIZE as DDH_IMG_SIZE, DDHFaces
 from data.errors import DatasetError
+from data.layout import has_splits, splits_text
 from data.registry import DataRequest, Splits, register_dataset
+from utils.engine.logs import log
 
 # OPQN's cross-dataset protocol (-c): identities unseen in training
 CROSS_SPLITS = ("cross_train", "cross_test")
 FOLDER_IMG_SIZE = 112
 
 
-def _holds_identity_folders(split_dir: str) -> bool:
-    """True for an ImageFolder split: sub-folders and no (visible) files."""
+LAYOUT_WHAT = {"ddh": "DDH pickled batches", "folders": "32x32 image folders (one per identity)"}
+
+
+def split_layout(root: str):
+    """What ``root/train`` holds: "ddh" (pickle files), "folders" (identity
+    folders), "both", or None (no train/ and test/, or nothing in train/)."""
+    if not has_splits(root):
+        return None
     try:
-        entries = [e for e in os.scandir(split_dir) if not e.name.startswith(".")]
+        entries = [e for e in os.scandir(os.path.join(root, "train")) if not e.name.startswith(".")]
     except OSError:
-        return False  # the DDH reader then reports the unreadable folder
-    return any(e.is_dir() for e in entries) and not any(e.is_file() for e in entries)
+        return "ddh"  # the DDH reader then reports the unreadable folder
+    files, folders = any(e.is_file() for e in entries), any(e.is_dir() for e in entries)
+    return "both" if files and folders else "folders" if folders else "ddh" if files else None
+
+
+def _refuse_both(root: str) -> None:
+    raise DatasetError(f"{os.path.join(root, 'train')}/ holds both DDH pickle files and identity "
+                       f"folders; pass --layout ddh or --layout folders")
+
+
+def locate_faces(name: str, request: DataRequest):
+    """(root, layout) of FaceScrub / YouTube Faces for ``request``: --data-root,
+    else the method's own published location first."""
+    display, official = DDH_DATASETS[name]
+    wanted = request.options.get("layout")
+    if request.root is not None:
+        kind = split_layout(request.root)
+        if kind is None:
+            raise DatasetError(f"{display} not found: expected {splits_text(request.root)} "
+                               f"holding the {LAYOUT_WHAT['ddh']} or the {LAYOUT_WHAT['folders']}")
+        if kind == "both" and not wanted:
+            _refuse_both(request.root)
+        if wanted and kind not in (wanted, "both"):
+            raise DatasetError(f"--layout {wanted}: {os.path.join(request.root, 'train')}/ holds "
+                               f"the {LAYOUT_WHAT[kind]}")
+        return request.root, wanted or kind
+    default = os.path.join("data", name)
+    places = {"ddh": [official, default], "folders": [default]}
+    found = {}
+    for layout, folders in places.items():
+        for folder in folders:
+            kind = split_layout(folder)
+            if kind == "both":
+                _refuse_both(folder)
+            if kind == layout:
+                found[layout] = folder
+                break
+    preferred = wanted or ("folders" if request.preset == "opqn" else "ddh")
+    if preferred in found:
+        return found[preferred], preferred
+    where = {k: " or ".join(f"./{f}" for f in v) for k, v in places.items()}
+    other = "ddh" if preferred == "folders" else "folders"
+    if other in found and not wanted:
+        log.info(f"{display}: no {LAYOUT_WHAT[preferred]} at {where[preferred]}, where this "
+                 f"method's published code reads them; reading the {LAYOUT_WHAT[other]} at "
+                 f"./{found[other]} instead (--layout {preferred} refuses that)")
+        return found[other], other
+    raise DatasetError(f"{display} not found: expected the {LAYOUT_WHAT[preferred]} at "
+                       f"{where[preferred]} (train/ and test/)"
+                       + (f" or the {LAYOUT_WHAT[other]} at {where[other]}" if not wanted else "")
+                       + f"; the DDH pickles are linked from {DDH_SOURCE}")
 
 
 def folder_splits(root: str, request: DataRequest, small: bool = False,
@@ -78,8 +139,8 @@ def _refuse_cross(name: str, request: DataRequest) -> None:
 @register_dataset("facescrub", "faces", "FaceScrub, 530 identities (DDH pickles or 32x32 folders)")
 def build_ddh(name: str, request: DataRequest) -> Splits:
     _refuse_cross(name, request)
-    root = find_ddh_root(name, request.root)
-    if _holds_identity_folders(os.path.join(root, "train")):
+    root, layout = locate_faces(name, request)
+    if layout == "folders":
         return folder_splits(root, request, small=True)
     if request.img_size not in (None, DDH_IMG_SIZE):
         raise DatasetError(f"{DDH_DATASETS[name][0]} DDH batches are {DDH_IMG_SIZE}x{DDH_IMG_SIZE} "
@@ -90,7 +151,8 @@ def build_ddh(name: str, request: DataRequest) -> Splits:
 
 
 @register_dataset("folder", ("faces", "images"), "any train/ and test/ tree of class folders")
-@register_dataset("vggface2", ("faces", "images"), "VGGFace2 subset: 112x112 identity folders")
+@register_dataset("vggface2", ("faces", "images"), "VGGFace2 subset: 112x112 identity folders",
+                  aliases=("vgg", "vgg_face2"))
 @register_dataset("cfw", ("faces", "images"), "CFW-60K as OPQN reads it: 32x32 identity folders")
 def build_folder(name: str, request: DataRequest) -> Splits:
     from data.folders import find_folder_root

@@ -154,14 +154,16 @@ def _listed_splits(root, image_dir, train, test, request: DataRequest) -> Splits
                   root)
 
 
-@register_dataset("cub", "images", "CUB-200-2011 (official release layout), 200 bird species")
+@register_dataset("cub", "images", "CUB-200-2011 (official release layout), 200 bird species",
+                  aliases=("CUB_200_2011",))
 def build_cub(name: str, request: DataRequest) -> Splits:
     root = request.root or os.path.join("data", "CUB_200_2011")
     train, test = cub_items(root)
     return _listed_splits(root, os.path.join(root, "images"), train, test, request)
 
 
-@register_dataset("dogs", "images", "Stanford Dogs (train_list.mat / test_list.mat), 120 breeds")
+@register_dataset("dogs", "images", "Stanford Dogs (train_list.mat / test_list.mat), 120 breeds",
+                  aliases=("Stanford_Dogs",))
 def build_dogs(name: str, request: DataRequest) -> Splits:
     root = request.root or os.path.join("data", "Stanford_Dogs")
     train, test = dogs_items(root)

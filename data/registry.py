@@ -83,21 +83,38 @@ class DatasetSpec:
     kinds: tuple  # what it holds: "faces", "images", "multiview", ...
     builder: Callable[[str, DataRequest], Splits]
     summary: str = ""
+    aliases: tuple = ()  # other spellings the published scripts take (e.g. "vgg")
 
 
 _REGISTRY: Dict[str, List[DatasetSpec]] = {}
 
 
-def register_dataset(name: str, kinds, summary: str = ""):
+def register_dataset(name: str, kinds, summary: str = "", aliases=()):
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
 
     def decorate(builder):
         specs = _REGISTRY.setdefault(name, [])
         if any(set(kinds) & set(s.kinds) for s in specs):
             raise ValueError(f"dataset {name!r} is registered twice for one kind")
-        specs.append(DatasetSpec(name, kinds, builder, summary))
+        specs.append(DatasetSpec(name, kinds, builder, summary, tuple(aliases)))
         return builder
     return decorate
+
+
+def canonical_dataset(text: str, kind: Optional[str] = None) -> str:
+    """The registry name a user's spelling means: the name itself, any
+    capitalisation of it (the published scripts match some names without
+    case: OPQN's CFW / VGGFace2, DCHN's xmedia) or an alias (``vgg``)."""
+    names = dataset_names(kind)
+    if text in names:
+        return text
+    folded = str(text).lower()
+    for name in names:
+        spellings = [name] + [a for spec in _REGISTRY[name] for a in spec.aliases
+                              if kind is None or kind in spec.kinds]
+        if folded in (x.lower() for x in spellings):
+            return name
+    raise DatasetError(f"unknown dataset {text!r}; choose one of {', '.join(names)}")
 
 
 def dataset_names(kind: Optional[str] = None) -> tuple:

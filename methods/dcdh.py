@@ -52,10 +52,15 @@ class DCDHConfig(MethodConfig):
                                 type=non_negative_float, flag="--inner_param")
     eta: float = option(0.01, "weight of the quantization (regression) term",
                         type=non_negative_float)
-    lamda: float = option(1.0, "ridge term of the regression matrix W (the published "
-                               "spelling); 0: pseudo-inverse, the per-class mean",
+    lamda: float = option(0.0, "ridge term of W = (YtY + lamda I)^-1 Yt sign(H): 0 is the "
+                               "published dcdh_train.py (torch.pinverse: the per-class mean), 1 "
+                               "an older published version (torch.inverse, flag --lamda)",
                           type=non_negative_float)
-    pretrained: Optional[str] = option(None, "local ImageNet state_dict for the resnet archs")
+    pretrained: Optional[str] = option(None, "the resnet archs' start: imagenet (torchvision's "
+                                             "weights, from the torch hub cache), a local "
+                                             "torchvision state_dict file, or none (default: "
+                                             "from scratch; the published networks have no "
+                                             "ImageNet start)")
 
 
 @register_method("dcdh")
@@ -76,7 +81,7 @@ class DCDH(Method):
             check_arch_size(config.arch, facts.img_size)
         try:
             self.net = create_network(config.arch, config.bits, pretrained=config.pretrained)
-        except (OSError, ValueError, RuntimeError) as exc:  # a missing or foreign --pretrained file
+        except ValueError as exc:  # a missing or foreign --pretrained file (PretrainedError)
             raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
         self.criterion = DualClasswiseLoss(facts.num_classes, config.bits, config.inner_param,
                                            config.sigma)

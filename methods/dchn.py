@@ -30,6 +30,7 @@ from methods.recipes.dchn import (ALPHA, AVAILABLE_NUM, GAMA, OUTPUT_SHAPE, DCHN
 from methods.registry import register_method
 from models import create_network
 from models.losses.dchn import codes_of, dchn_loss
+from models.pretrained import PretrainedError
 from models.sham import load_sham, save_sham, sham_file_name, train_sham
 from utils.cli.parser import fraction, int_at_least, non_negative_float, non_negative_int
 from utils.engine.checkpoint import CheckpointError, state_dict_mismatch
@@ -67,8 +68,10 @@ class DCHNConfig(MethodConfig):
                                                "named by this count)", type=non_negative_int,
                                 flag="--available_num")
     sham_dir: str = option("SHAM", "folder of the SHAM files (computed there when missing)")
-    pretrained: Optional[str] = option(None, "mirflickr25k_raw: local torchvision vgg19_bn "
-                                             "state_dict")
+    pretrained: Optional[str] = option("imagenet", "mirflickr25k_raw: the VGG-19-BN's start, "
+                                                   "as published: imagenet (torchvision's "
+                                                   "weights, from the torch hub cache), a local "
+                                                   "torchvision vgg19_bn state_dict, or none")
 
 
 def sham_path(config: DCHNConfig, num_classes: int) -> Path:
@@ -116,8 +119,8 @@ class DCHNView(Method):
             try:
                 self.net = create_network("imgnet_vgg19_bn", config.bits,
                                           pretrained=config.pretrained)
-            except Exception as exc:  # noqa: BLE001 - a missing, corrupt or foreign file
-                raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
+            except PretrainedError as exc:
+                raise UsageError(f"--pretrained: {exc}") from None
         else:
             self.net = create_network("dense_net", facts.input_dim, config.bits)
         # the SHAM matrix: set by prepare() from the SHAM file; without it (a
@@ -426,17 +429,24 @@ def format_table(results, names, skip) -> str:
 
 
 def save_codes_mat(path, queries, retrievals) -> None:
-    """The published features file: per view its query / retrieval codes and labels."""
+    """The published features file: ``savemat`` of one list per key, each a
+    view's array (codes as int64 ±1, labels as read), which scipy stores as
+    one stacked [views, rows, bits] array when the views' shapes match (the
+    paired data sets) and as a cell array otherwise (XMedia; NumPy >= 1.24
+    refuses such ragged lists, where the published call then stops)."""
     from scipy.io import savemat
 
     from utils.atomic import atomic_open
 
-    def cells(items, k):
-        cell = np.empty((len(items),), dtype=object)
-        for i, item in enumerate(items):
-            cell[i] = np.asarray(item[k])
+    def stacked(items, k, dtype=None):
+        arrays = [np.asarray(item[k], dtype=dtype) for item in items]
+        if len({a.shape for a in arrays}) == 1:
+            return np.stack(arrays)
+        cell = np.empty((len(arrays),), dtype=object)
+        cell[:] = arrays
         return cell
 
     with atomic_open(path) as f:
-        savemat(f, {"query": cells(queries, 0), "query_labels": cells(queries, 1),
-                    "retrieval": cells(retrievals, 0), "retrieval_labels": cells(retrievals, 1)})
+        savemat(f, {"query": stacked(queries, 0, np.int64), "query_labels": stacked(queries, 1),
+                    "retrieval": stacked(retrievals, 0, np.int64),
+                    "retrieval_labels": stacked(retrievals, 1)})

@@ -7,6 +7,7 @@ registry."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -77,6 +78,8 @@ class LoadedCheckpoint:
             raise CheckpointError(f"{self.path} holds {held}-bit codes; pass "
                                   f"{self.cls.config_flags(self.config, expect['bits'][1])}")
         given = {**self.config, **{k: value for k, (value, _) in expect.items()}}
+        if "pretrained" in {f.name for f in dataclasses.fields(self.cls.Config)}:
+            given["pretrained"] = "none"  # the file holds the weights: no initial ones to read
         config = self.cls.make_config(self.data.get("dataset", ""), facts, given)
         method = self.cls(config, facts)
         method.load_file(self.obj, self.path, heads=False)

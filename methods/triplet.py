@@ -27,6 +27,7 @@ from models import create_network, recognise_network
 from models.hash_model import BACKBONES
 from models.losses.triplet import triplet_hashing_loss
 from models.miners import MINERS
+from models.pretrained import PretrainedError, from_scratch
 from utils.cli.parser import positive_float
 from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
 from utils.engine.files import RunFiles, RunNames
@@ -67,9 +68,10 @@ class TripletConfig(MethodConfig):
                              "module", choices=("fc", "dae"))
     mining: str = option("all", "which in-batch triplets: all (published), semihard, hard",
                          choices=tuple(MINERS))
-    pretrained: Optional[str] = option(None, "local torchvision ResNet state_dict (ImageNet "
-                                             "weights); without it the network starts from "
-                                             "scratch")
+    pretrained: Optional[str] = option("imagenet", "the ResNet's start, as published: imagenet "
+                                                   "(torchvision's weights, from the torch hub "
+                                                   "cache), a local torchvision state_dict file, "
+                                                   "or none (from scratch)")
 
 
 @register_method("triplet")
@@ -90,11 +92,10 @@ class TripletHashing(Method):
             self.net = create_network(f"hash_{config.arch}", config.bits, head=config.head)
         except ValueError as exc:  # the divide-and-encode head needs bits dividing the width
             raise UsageError(f"--head {config.head}: {exc}") from None
-        if config.pretrained is not None:
-            try:
-                self.net.load_backbone(config.pretrained)
-            except Exception as exc:  # noqa: BLE001 - a missing, corrupt or foreign file
-                raise UsageError(f"--pretrained: {str(exc).splitlines()[0]}") from None
+        try:
+            self.net.load_backbone(config.pretrained)
+        except PretrainedError as exc:
+            raise UsageError(f"--pretrained: {exc}") from None
 
     @classmethod
     def default_values(cls, dataset, facts, given) -> dict:
@@ -221,9 +222,9 @@ class TripletHashing(Method):
         return [("triplet_resnet18", {"bits": 64, "margin": 20.0}, DataFacts(100, 224), 80)]
 
     def notes(self) -> list:
-        if self.config.pretrained is None:
-            return ["no --pretrained file: the ResNet starts from scratch (the published "
-                    "numbers start from ImageNet weights)"]
+        if from_scratch(self.config.pretrained):
+            return ["--pretrained none: the ResNet starts from scratch (the published numbers "
+                    "start from ImageNet weights)"]
         return []
 
     def describe(self) -> str:

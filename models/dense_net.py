@@ -8,18 +8,18 @@ state_dict keys are ``hash_layer.0/2/4.{weight,bias}``.
 ``ImgNet(out_dim)``: the raw-image view of ``mirflickr25k_raw``: a
 VGG-19-BN (its classifier without the last two layers, 4096-d), then the same
 three-layer head and L2 normalisation; ``forward`` returns ``[feat, out]``.
-The VGG weights come from a local torchvision state_dict file
-(``pretrained``); nothing is downloaded.  As published, the VGG part runs
-without gradients unless ``finetune``.
+As published (``vgg19_bn(pretrained=True)``, ``forward(x, finetune=True)``)
+the VGG starts from ImageNet weights (``pretrained``: ``imagenet``, a local
+torchvision state_dict file, or None; models/pretrained.py) and is fine-tuned
+(the optimizer gives its parameters 0.1 x lr).
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn as nn
 
+from .pretrained import load_into, pretrained_state
 from .registry import register_network
 
 HIDDEN = 4096
@@ -46,17 +46,14 @@ class Dense_Net(nn.Module):  # noqa: N801 - the published class name
 
 
 class ImgNet(nn.Module):
-    def __init__(self, out_dim, norm=True, pretrained=None, finetune=False):
+    def __init__(self, out_dim, norm=True, pretrained=None, finetune=True):
         super().__init__()
         from torchvision.models import vgg19_bn
 
         self.vgg19_bn = vgg19_bn(weights=None)
-        if pretrained is not None:
-            path = os.fspath(pretrained)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"pretrained VGG-19-BN weights not found: {path!r} (give a "
-                                        f"local torchvision vgg19_bn state_dict file)")
-            self.vgg19_bn.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = pretrained_state(pretrained, "vgg19_bn")
+        if state is not None:
+            load_into(self.vgg19_bn, state, "vgg19_bn", skip=())
         self.vgg19_bn.classifier = nn.Sequential(*list(self.vgg19_bn.classifier.children())[:-2])
         self.hash_layer = _head(HIDDEN, out_dim)
         self.norm, self.finetune = norm, finetune

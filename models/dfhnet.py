@@ -19,6 +19,7 @@ their keys, order and shapes exactly. Do not rename or reorder them.
 import torch
 import torch.nn as nn
 
+from .pretrained import from_scratch
 from .registry import register_network
 
 FACE_FEATURES = 1024  # width of the face feature in front of the hashing layer
@@ -145,6 +146,6 @@ class DFHNet(nn.Module):
                   recognise=lambda sd: "face_features_layer.0.weight" in sd,
                   code_length_key="hash_layer.1.weight")
 def dfhnet(hash_bits, pretrained=None):
-    if pretrained is not None:
+    if not from_scratch(pretrained):
         raise ValueError("pretrained weights are only supported for the resnet archs, not dfhnet")
     return DFHNet(hash_bits)

@@ -20,12 +20,12 @@ weights come from a local torchvision state_dict file (``pretrained``).
 
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .pretrained import load_into, pretrained_state
 from .registry import register_network
 
 BACKBONES = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet34": (BasicBlock, [3, 4, 6, 3]),
@@ -89,27 +89,19 @@ class HashModel(nn.Module):
         # map_location: files saved from a GPU load on any machine
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
 
-    def load_backbone(self, path):
-        """Copy a local torchvision ResNet state_dict (ImageNet weights) into
+    def load_backbone(self, spec):
+        """Copy the ImageNet start ``spec`` names (``imagenet``, a local
+        torchvision ResNet state_dict file; models/pretrained.py) into
         ``feature_extractor``; its ``fc.*`` entries are ignored."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained weights for {self.arch} not found: {path!r} "
-                                    f"(give a local torchvision {self.arch} state_dict file)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = pretrained_state(spec, self.arch)
+        if state is None:
+            return self
         mapped = {}
         for key, value in state.items():
             top, _, rest = key.partition(".")
             if top in _CHILD_INDEX:
                 mapped[f"{_CHILD_INDEX[top]}.{rest}"] = value
-        expected = self.feature_extractor.state_dict()
-        missing = [k for k in expected if k not in mapped]
-        wrong = [k for k in expected if k in mapped and mapped[k].shape != expected[k].shape]
-        if missing or wrong:
-            raise ValueError(f"{path!r} is not a torchvision {self.arch} state_dict: "
-                             f"{len(missing)} missing and {len(wrong)} mis-shaped entries "
-                             f"(e.g. {(missing or wrong)[0]})")
-        self.feature_extractor.load_state_dict(mapped)
+        load_into(self.feature_extractor, mapped, self.arch, skip=())
         return self
 
 

@@ -6,15 +6,15 @@ state_dict is torchvision's (`conv1.weight`, `layer1.0...`) except for `fc`,
 which becomes `fc.0.*` (Linear) and `fc.1.*` (BatchNorm1d). torchvision's
 adaptive average pool makes any input size of at least 32x32 work.
 
-Nothing is ever downloaded: ImageNet weights come from a local file.
+``pretrained``: ``imagenet`` (torchvision's weights, from the torch hub
+cache or downloaded once), a local torchvision state_dict file, or None
+(models/pretrained.py).
 """
 
-import os
-
-import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .pretrained import load_into, pretrained_state
 from .registry import register_network
 
 ARCHS = {
@@ -27,9 +27,9 @@ ARCHS = {
 class ResNetHashing(ResNet):
     """A torchvision ResNet whose `fc` is a hashing head: images -> [B, hash_bits].
 
-    pretrained: optional path to a torchvision-layout ImageNet state_dict
-    (e.g. the file behind `ResNet18_Weights.IMAGENET1K_V1`); its `fc.*`
-    entries are ignored because the head is new.
+    pretrained: ``imagenet``, a path to a torchvision-layout state_dict, or
+    None (models/pretrained.py); its `fc.*` entries are ignored because the
+    head is new.
     """
 
     def __init__(self, arch, hash_bits, pretrained=None):
@@ -44,24 +44,11 @@ class ResNetHashing(ResNet):
         if pretrained is not None:
             self.load_backbone(pretrained)
 
-    def load_backbone(self, path):
-        """Copy every non-`fc` weight from a local torchvision state_dict file."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"pretrained weights for {self.arch} not found: {path!r} "
-                f"(give a local torchvision {self.arch} state_dict file, or no pretrained file)"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = self.load_state_dict(backbone, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise ValueError(
-                f"{path!r} is not a torchvision {self.arch} state_dict: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-            )
+    def load_backbone(self, spec):
+        """Copy every non-`fc` weight of the ImageNet start ``spec`` names."""
+        state = pretrained_state(spec, self.arch)
+        if state is not None:
+            load_into(self, state, self.arch, skip=("fc.",))
         return self
 
 

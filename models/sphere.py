@@ -10,6 +10,7 @@ layer on top. The attribute names (`layer1`..`layer4`, `fc`, `bn`, `logits`,
 
 import torch.nn as nn
 
+from .pretrained import from_scratch
 from .registry import register_network
 
 # residual units per stage
@@ -96,7 +97,7 @@ def _register_sphere(depth):
                       recognise=lambda sd: _sphere_depth(sd) == depth,
                       code_length_key="bn_last.weight")
     def build(hash_bits, pretrained=None):
-        if pretrained is not None:
+        if not from_scratch(pretrained):
             raise ValueError(f"pretrained weights are only supported for the resnet archs, "
                              f"not sphere{depth}")
         return SphereNetHashing(num_layers=depth, hashing_bits=hash_bits)

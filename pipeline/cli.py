@@ -8,6 +8,8 @@ imported where it is used."""
 
 from __future__ import annotations
 
+import argparse
+
 from utils.cli.parser import (add_dataclass_args, dataclass_values, non_negative_int,
                               positive_int)
 from utils.errors import UsageError
@@ -27,10 +29,8 @@ def add_data_args(parser, kind, default, root_help=None, synthetic: bool = True)
         g.add_argument("--dataset", default=default, help="dataset name (checked against the "
                        "method the checkpoint holds)")
     else:
-        from data import dataset_names
-
-        g.add_argument("--dataset", default=default, choices=list(dataset_names(kind)),
-                       help="dataset")
+        g.add_argument("--dataset", default=default, type=dataset_type(kind),
+                       help=f"dataset: {dataset_list(kind)}")
     g.add_argument("--data-root", help=root_help or "dataset folder holding train/ and test/ "
                    "(default: where the method's published code looks, e.g. ./FaceScrub)")
     g.add_argument("--img-size", type=positive_int,
@@ -38,9 +38,34 @@ def add_data_args(parser, kind, default, root_help=None, synthetic: bool = True)
     add_workers_arg(g)
     g.add_argument("--skip-bad-images", action="store_true",
                    help="leave out unreadable images of an image folder tree instead of stopping")
+    g.add_argument("--layout", choices=["ddh", "folders"],
+                   help="FaceScrub / YouTube Faces: the DDH pickles or the 32x32 image folders "
+                        "(default: where the method's published code looks first; DCDH "
+                        "./FaceScrub, OPQN ./data/facescrub)")
     if synthetic:
         add_synthetic_args(g)
     return g
+
+
+def dataset_list(kind) -> str:
+    from data import dataset_names
+
+    return ", ".join(dataset_names(kind)) + " (any capitalisation)"
+
+
+def dataset_type(kind):
+    """--dataset's type: the registry name of any spelling the published
+    scripts take (capitalisation, aliases such as vgg), else one line."""
+    def parse(text):
+        from data import DatasetError, canonical_dataset
+
+        try:
+            return canonical_dataset(text, kind)
+        except DatasetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "dataset"
+    return parse
 
 
 def add_synthetic_args(group):
@@ -149,12 +174,10 @@ def add_multiview_args(parser, flag="--datasets", default="mirflickr25k_raw",
     ../datasets/<FOLDER>), the generic features layout, the built-in set.
     ``flag`` None: the data flags only (evaluation.py); ``defaults`` False:
     none set unless given (a checkpoint's recorded data fills them)."""
-    from data import dataset_names
-
     if flag:
         parser.add_argument(flag, dest="datasets", default=default,
-                            choices=list(dataset_names("multiview")),
-                            help="the multi-view data set")
+                            type=dataset_type("multiview"),
+                            help=f"the multi-view data set: {dataset_list('multiview')}")
     g = parser.add_argument_group("multi-view data (DCHN)")
     if flag:
         g.add_argument("--data-root", help="dataset folder (default ../datasets/<FOLDER>, as "
@@ -210,9 +233,12 @@ def add_method_args(parser, cls, exclude=("bits",)):
 # -- flags -> options ---------------------------------------------------------------------
 
 def synthetic_options(args) -> dict:
-    """The built-in data's size, where the flags set it."""
-    return {key: getattr(args, flag) for flag, key in SYNTHETIC_FLAGS.items()
-            if getattr(args, flag, None) is not None}
+    """The reader options the face-data flags set: the built-in data's size, --layout."""
+    options = {key: getattr(args, flag) for flag, key in SYNTHETIC_FLAGS.items()
+               if getattr(args, flag, None) is not None}
+    if getattr(args, "layout", None):
+        options["layout"] = args.layout
+    return options
 
 
 def data_options(args, dataset=None, root=None, options=None, cross_dataset=False):

@@ -69,24 +69,15 @@ def evaluate_loaded(loaded: Sequence, data: DataOptions, ctx, expects: Sequence[
 def evaluate(options: EvalOptions) -> list:
     """Evaluate checkpoint files; writes --json, --save-codes and the report
     options; returns the evaluations."""
-    from methods import from_checkpoint
-    from methods.base import EvalContext
     from utils.engine.checkpoint import resolve_checkpoint
+    from utils.engine.logs import logging_to
 
     paths = [resolve_checkpoint(name, options.checkpoint_dir) for name in options.checkpoints]
     claim = claim_call_outputs(options.json, options.save_codes, options.report,
                                inputs=[(p, "--load") for p in paths])
     try:
-        cache = {}
-        if options.method:  # the data is checked before any (large) checkpoint is read
-            from methods import method_class
-
-            splits_for(method_class(options.method), {}, options.data, cache)
-        loaded = [from_checkpoint(p, options.method) for p in paths]
-        device = resolve_device(options.engine.device)
-        ctx = EvalContext(device, metric_options(loaded[0].cls, options.metrics), options.batch,
-                          options.data.workers, options.engine.progress)
-        evaluations = evaluate_loaded(loaded, options.data, ctx, options.expect, cache=cache)
+        with logging_to(None):  # the readers' notes (e.g. a layout fallback) go to stdout
+            evaluations = _evaluate_files(options, paths)
         where = f"{options.data.dataset}{' (cross-dataset)' if options.data.cross_dataset else ''}"
         for e in evaluations:
             if not e.text:
@@ -97,6 +88,20 @@ def evaluate(options: EvalOptions) -> list:
         return evaluations
     finally:
         claim.release()
+
+
+def _evaluate_files(options: EvalOptions, paths) -> list:
+    from methods import from_checkpoint, method_class
+    from methods.base import EvalContext
+
+    cache = {}
+    if options.method:  # the data is checked before any (large) checkpoint is read
+        splits_for(method_class(options.method), {}, options.data, cache)
+    loaded = [from_checkpoint(p, options.method) for p in paths]
+    ctx = EvalContext(resolve_device(options.engine.device),
+                      metric_options(loaded[0].cls, options.metrics), options.batch,
+                      options.data.workers, options.engine.progress)
+    return evaluate_loaded(loaded, options.data, ctx, options.expect, cache=cache)
 
 
 def encode_queries(path, data: DataOptions, images=None, method: Optional[str] = None,

@@ -234,15 +234,15 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
         device = resolve_device(engine.device)
     data, files = options.data, member.files
     seed_everything(engine.seed, engine.deterministic)
-    splits = build_splits(data.dataset, data.request(cls, member.given, train=True),
-                          kinds=cls.data_kind)
-    facts = splits.facts()
-    config = cls.make_config(data.dataset, facts, member.given)
-    recipe = cls.make_recipe(data.dataset, facts, config, options.overrides)
-    method = cls(config, facts).to(device)
-    if options.init_from and member.resume is None:
-        method.load_file(read_checkpoint(options.init_from), options.init_from)
     with logging_to(files.log, enabled=dist.is_main):
+        splits = build_splits(data.dataset, data.request(cls, member.given, train=True),
+                              kinds=cls.data_kind)
+        facts = splits.facts()
+        config = cls.make_config(data.dataset, facts, member.given)
+        recipe = cls.make_recipe(data.dataset, facts, config, options.overrides)
+        method = cls(config, facts).to(device)
+        if options.init_from and member.resume is None:
+            method.load_file(read_checkpoint(options.init_from), options.init_from)
         method.prepare(splits, files, engine.seed)
         sampler = method.train_sampler(splits.train, recipe, engine.seed, dist.rank,
                                        dist.world_size)

@@ -16,7 +16,7 @@ from torch._utils import ExceptionWrapper
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from data import DataRequest, DatasetError, DDHFaces, build_splits, dataset_names, find_ddh_root
+from data import DataRequest, DatasetError, DDHFaces, build_splits, dataset_names, locate_faces
 from data.ddh import ROW_LENGTH, load_ddh_split
 from data.folders import ImageFolderSplit, find_bad_images, find_folder_root
 from data.transforms import folder_transform, resize_for
@@ -183,44 +183,63 @@ def test_ddh_unreadable_and_empty(tmp_path):
     )
 
 
-def test_find_ddh_root_defaults(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetError) as err:
-        find_ddh_root("facescrub")
-    assert str(err.value) == (
-        "FaceScrub not found: expected data/facescrub/train/ and data/facescrub/test/ "
-        "holding the DDH pickled batches (or ./FaceScrub); "
-        "download them from the links in the DCDH README"
-    )
-    with pytest.raises(DatasetError) as err:
-        find_ddh_root("youtube")
-    assert str(err.value).startswith(
-        "YouTube Faces not found: expected data/youtube/train/ and data/youtube/test/ "
-        "holding the DDH pickled batches (or ./YouTube); "
-    )
-
-    # the official location is found ...
-    (tmp_path / "FaceScrub" / "train").mkdir(parents=True)
-    with pytest.raises(DatasetError):  # test/ is missing still
-        find_ddh_root("facescrub")
-    (tmp_path / "FaceScrub" / "test").mkdir()
-    assert find_ddh_root("facescrub") == "FaceScrub"
-    # ... but data/facescrub wins when both exist
+def ddh_tree(root, classes=3):
     for split in ("train", "test"):
-        (tmp_path / "data" / "facescrub" / split).mkdir(parents=True)
-    assert find_ddh_root("facescrub") == os.path.join("data", "facescrub")
-    (tmp_path / "YouTube" / "train").mkdir(parents=True)
-    (tmp_path / "YouTube" / "test").mkdir()
-    assert find_ddh_root("youtube") == "YouTube"
+        write_batch(root / split / "batch_1", batch_values(classes, 1), list(range(classes)))
 
-    # data_root overrides, and is the only place looked at
-    assert find_ddh_root("facescrub", "FaceScrub") == "FaceScrub"
+
+def folder_tree(root, classes=5):
+    for split in ("train", "test"):
+        for i in range(classes):
+            write_image(root / split / f"id{i}" / "0.png", size=(32, 32))
+
+
+def test_each_method_looks_where_its_published_code_looks(tmp_path, monkeypatch, caplog):
+    """DCDH reads the DDH pickles at ./FaceScrub, OPQN the image folders at
+    ./data/facescrub; either falls back to the other layout only saying so."""
+    monkeypatch.chdir(tmp_path)
+
+    def located(preset, **options):
+        return locate_faces("facescrub", DataRequest(preset=preset, options=options))
+
     with pytest.raises(DatasetError) as err:
-        find_ddh_root("facescrub", "elsewhere")
+        located("dcdh")
     assert str(err.value) == (
-        "FaceScrub not found: expected elsewhere/train/ and elsewhere/test/ holding the "
-        "DDH pickled batches; download them from the links in the DCDH README"
-    )
+        "FaceScrub not found: expected the DDH pickled batches at ./FaceScrub or ./data/facescrub "
+        "(train/ and test/) or the 32x32 image folders (one per identity) at ./data/facescrub; the "
+        "DDH pickles are linked from the Data section of https://github.com/mzhang367/DCDH-PyTorch")
+    ddh_tree(tmp_path / "FaceScrub")
+    assert located("dcdh") == ("FaceScrub", "ddh")
+    with caplog.at_level("INFO", logger="hashing"):
+        assert located("opqn") == ("FaceScrub", "ddh")  # no folders: the pickles, said in one line
+    assert caplog.messages == [
+        "FaceScrub: no 32x32 image folders (one per identity) at ./data/facescrub, where this "
+        "method's published code reads them; reading the DDH pickled batches at ./FaceScrub "
+        "instead (--layout folders refuses that)"]
+    with pytest.raises(DatasetError, match="expected the 32x32 image folders"):
+        located("opqn", layout="folders")
+    folder_tree(tmp_path / "data" / "facescrub")
+    assert located("dcdh") == ("FaceScrub", "ddh")  # both published layouts: each its own
+    assert located("opqn") == (os.path.join("data", "facescrub"), "folders")
+    assert located("dcdh", layout="folders") == (os.path.join("data", "facescrub"), "folders")
+    assert splits_of("facescrub", preset="dcdh").num_classes == 3
+    assert splits_of("facescrub", preset="opqn").num_classes == 5
+    # one train/ folder holding both is an error naming both and the flag
+    write_batch(tmp_path / "data" / "facescrub" / "train" / "batch_1", batch_values(2, 1), [0, 1])
+    with pytest.raises(DatasetError) as err:
+        located("opqn")
+    assert str(err.value) == (f"{os.path.join('data', 'facescrub', 'train')}/ holds both DDH "
+                              f"pickle files and identity folders; pass --layout ddh or "
+                              f"--layout folders")
+    # --data-root is the only place looked at
+    assert locate_faces("facescrub", DataRequest(root="FaceScrub")) == ("FaceScrub", "ddh")
+    with pytest.raises(DatasetError) as err:
+        locate_faces("facescrub", DataRequest(root="elsewhere"))
+    assert str(err.value) == ("FaceScrub not found: expected elsewhere/train/ and elsewhere/test/ "
+                              "holding the DDH pickled batches or the 32x32 image folders (one "
+                              "per identity)")
+    with pytest.raises(DatasetError, match="--layout folders: FaceScrub/train/ holds the DDH"):
+        locate_faces("facescrub", DataRequest(root="FaceScrub", options={"layout": "folders"}))
 
 
 def test_build_splits_ddh(ddh_root, tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ def one_hot(labels, num_classes):
 
 
 def test_closed_form_w_equals_the_published_inverse():
-    """The published W = inverse(YᵀY + lamda I) Yᵀ sign(H) (lamda 1), and the
-    pseudo-inverse form for lamda 0."""
+    """W = inverse(YᵀY + lamda I) Yᵀ sign(H) (an older published version,
+    lamda 1), and the pseudo-inverse form of the published HEAD for lamda 0."""
     gen = torch.Generator().manual_seed(0)
     for trial in range(5):
         n, c, bits = 40, 9, 12
@@ -23,11 +23,13 @@ def test_closed_form_w_equals_the_published_inverse():
         signs = torch.sign(torch.randn(n, bits, generator=gen, dtype=torch.float64))
         y = one_hot(labels, c)
         published = torch.inverse(y.T @ y + torch.eye(c, dtype=torch.float64)) @ y.T @ signs
-        assert torch.allclose(regression_weights(signs, labels, c), published, atol=1e-12)
+        assert torch.allclose(regression_weights(signs, labels, c, lamda=1), published, atol=1e-12)
         ridge = torch.inverse(y.T @ y + 0.3 * torch.eye(c, dtype=torch.float64)) @ y.T @ signs
         assert torch.allclose(regression_weights(signs, labels, c, lamda=0.3), ridge, atol=1e-12)
         pinv = torch.linalg.pinv(y.T @ y) @ y.T @ signs
         assert torch.allclose(regression_weights(signs, labels, c, lamda=0), pinv, atol=1e-12)
+        assert torch.equal(regression_weights(signs, labels, c), regression_weights(
+            signs, labels, c, lamda=0))  # the default is the published HEAD's pinverse
     # absent classes get zero rows
     assert regression_weights(signs, labels, c)[c - 1].abs().sum() == 0
 

@@ -344,7 +344,13 @@ def test_learns_and_a_new_view_trains_alone(tmp_path, monkeypatch, capsys):
                tmp_path / "untrained", "--json", tmp_path / "u.json") == 0
     chance = json.loads((tmp_path / "u.json").read_text())["mean"]
     assert two["mean"] > 0.7 and two["mean"] > chance + 0.25, (two["mean"], chance)
-    assert (tmp_path / "features" / "synthetic_test_20_16bit_features.mat").is_file()
+    from scipy.io import loadmat
+
+    # the published features file: per key the views' arrays stacked [views, rows, ...]
+    mat = loadmat(tmp_path / "features" / "synthetic_test_20_16bit_features.mat")
+    assert mat["query"].shape == (2, 60, 16) and mat["retrieval"].shape == (2, 300, 16)
+    assert mat["query"].dtype == np.int64 and set(np.unique(mat["query"])) == {-1, 1}
+    assert mat["query_labels"].shape == (2, 60, 12)  # the last evaluation: two views
 
 
 def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys):

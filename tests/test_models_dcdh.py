@@ -16,6 +16,8 @@ import pytest
 import torch
 import torchvision
 
+from models.pretrained import PretrainedError
+
 from models import (DFHNet, ResNetHashing, SphereNet_hashing, create_network, network_names,
                     network_spec, recognise_network)
 from weight_fill import fill_spec, fill_state_dict, fill_tensor, sine_input
@@ -215,8 +217,11 @@ def test_resnet18_pretrained_from_local_file(tmp_path):
 
 
 def test_resnet_pretrained_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(PretrainedError, match="not found"):
         ResNetHashing("resnet18", 48, pretrained=tmp_path / "missing.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(PretrainedError, match="garbage.pth is not a readable state_dict"):
+        ResNetHashing("resnet18", 48, pretrained=tmp_path / "garbage.pth")
     # weights of another depth are refused instead of half-loaded
     path = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)

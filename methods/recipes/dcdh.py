@@ -1,30 +1,32 @@
 """DCDH recipes (DCDH-PyTorch, ``dcdh_train.py``).
 
-Published lines the values come from:
+Published lines the values come from (HEAD df19abb):
 
 * optimizer (FaceScrub, YouTube Faces)::
 
-      optim.Adam([{'params': net.module.parameters(), 'weight_decay': 1e-4,
-                   'lr': args.lr1, 'amsgrad': True},
-                  {'params': criterion.parameters(), 'weight_decay': 1e-4, 'lr': args.lr2}])
+      optim.Adam([{'params': net.parameters(), 'weight_decay': 1e-4, 'lr': args.lr,
+                   'amsgrad': True},
+                  {'params':  criterion.parameters(), 'weight_decay': 1e-4, 'lr': args.lr}])
 
-  amsgrad on the network group only: the centers group is plain Adam.
+  amsgrad on the network group only: the centers group is plain Adam.  An
+  older published version had ``--lr1`` / ``--lr2`` for the two groups: both
+  are accepted (``--lr1`` is ``--lr``, ``--lr2`` the centers' lr).
 * optimizer (VGGFace2)::
 
       optim.SGD([{'params': net.module.parameters(), 'weight_decay': 5e-4},
                  {'params': criterion.parameters(), 'weight_decay': 5e-4}], lr=..., momentum=0.9)
 
 * schedule: ``adjust_learning_rate``: ``lr * 0.5 ** (epoch // 100)``;
-* ``--lr1``/``--lr2`` default 0.005, ``--bs`` 256, mAP every 10 epochs
+* ``adjust_lr``: every group's lr set to ``args.lr * decay ** (epoch // step)``
+  at each epoch's start (the StepLR here);
+* ``--lr`` default 0.005, ``--bs`` 256, mAP every 10 epochs
   (``if (epoch+1) % 10 == 0``), best-loss checkpoint, early stop when
   ``(epoch - best_epoch) > EPOCHS // 4``.
 
-Epoch counts: the published script versions disagree (``EPOCHS = 700`` for
-the 32x32 sets in one, 600 in the paper's setting); we keep 600.  For
-VGGFace2 one published version fine-tunes a VGGFace2-pretrained
-InceptionResNet-v1 at 160 px for 100 epochs; this toolkit trains
-SphereNet-20 at 112 px for 150 epochs, lr x0.1 every 50.  Both are listed in
-the differences (docs/differences.md).  ``synthetic``: 15 epochs, enough for a
+Epochs: 600 for FaceScrub / YouTube Faces and 150 for VGGFace2
+(SphereNet-20 at 112 px, SGD, lr x0.1 every 50), as the published HEAD; an
+older version had ``EPOCHS = 700`` and fine-tuned a VGGFace2-pretrained
+InceptionResNet-v1 at 160 px (docs/differences.md).  ``synthetic``: 15 epochs, enough for a
 high mAP in a few CPU minutes.
 """
 

@@ -10,12 +10,14 @@ Per batch with relaxed codes H [n, L] and labels y:
 * regression (``regression_targets``): W = (YᵀY + lamda I)⁻¹ Yᵀ sign(H) and
   B = sign(Y W + eta H), then the quantization term eta * ||H - B||² / n.
 
-The published ``dcdh_train.py`` computes W with ``torch.inverse`` of the
-C x C matrix, ``--lamda`` 1.  For one-hot Y, YᵀY is diagonal (class counts),
-so row c of W is the sum of sign(H) over the batch items of class c divided by
-(count + lamda), zero for classes absent from the batch; we use that closed
-form, which costs O(n L) instead of a C x C inversion.  ``lamda`` 0 gives the
-pseudo-inverse form, the per-class mean.
+The published ``dcdh_train.py`` (HEAD, df19abb) computes W with
+``torch.pinverse(YᵀY) Yᵀ sign(H)`` (``lamda`` 0 here, the default); an older
+published version had ``torch.inverse(YᵀY + lamda I)`` with ``--lamda 1``.
+For one-hot Y, YᵀY is diagonal (class counts), so row c of W is the sum of
+sign(H) over the batch items of class c divided by (count + lamda), zero for
+classes absent from the batch; we use that closed form, which costs O(n L)
+instead of a C x C inversion; ``lamda`` 0 is the pseudo-inverse form, the
+per-class mean.
 """
 
 import torch
@@ -67,7 +69,7 @@ class DualClasswiseLoss(nn.Module):
         return self.likelihood_loss(codes, labels) + self.inner_param * self.separation_loss()
 
 
-def regression_weights(sign_codes, labels, num_classes, lamda=1.0):
+def regression_weights(sign_codes, labels, num_classes, lamda=0.0):
     """W [num_classes, L]: per-class sum of sign(H) over the batch / (count + lamda),
     0 for absent classes.
 
@@ -83,7 +85,7 @@ def regression_weights(sign_codes, labels, num_classes, lamda=1.0):
     return sums / denominator.unsqueeze(1)
 
 
-def regression_targets(codes, labels, num_classes, eta, lamda=1.0):
+def regression_targets(codes, labels, num_classes, eta, lamda=0.0):
     """Binary targets B = sign(Y W + eta H) of the regression step (no gradient)."""
     with torch.no_grad():
         codes = codes.float()  # the regression stays in float32 under autocast
@@ -91,7 +93,7 @@ def regression_targets(codes, labels, num_classes, eta, lamda=1.0):
         return torch.sign(w[labels.view(-1).long()] + eta * codes)
 
 
-def dcdh_loss(codes, labels, criterion, eta, lamda=1.0):
+def dcdh_loss(codes, labels, criterion, eta, lamda=0.0):
     """The full DCDH training loss of one batch: dual constraint + eta * quantization."""
     targets = regression_targets(codes, labels, criterion.num_classes, eta, lamda)
     quantization = (codes.float() - targets).pow(2).sum() / codes.shape[0]
