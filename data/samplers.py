@@ -11,7 +11,7 @@ class in a batch (triplet-ranking hashing).
 * ``RandomBatchSampler``: uniformly random batches of a fixed size (a random
   permutation cut into ``N // batch`` batches): what the published run really
   did, since its sampler was built from labels collected through a shuffled
-  loader (``--sampler published``; the README's differences section says more).
+  loader (``--sampler published``; docs/differences.md says more).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ The triplet preset keeps the published CIFAR-10 normalisation although the
 backbone is ImageNet-pretrained (as published).  The 32-pixel image folders (CFW, and FaceScrub / YouTube stored as images)
 exist only in OPQN's published code, so DCDH reads them with ``opqn_small``
 too.  Random crops and flips are drawn per image (OPQN draws them once per
-batch on the GPU; the difference is listed in the README).
+batch on the GPU; the difference is listed in docs/differences.md).
 """
 
 from __future__ import annotations

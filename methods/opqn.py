@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from methods.base import DataFacts, Encoded, Method, MethodConfig, Recognised, option
-from methods.recipes.opqn import OPQNRecipe, recipe_for
+from methods.recipes.opqn import TOPK, OPQNRecipe, recipe_for
 from methods.registry import register_method
 from models import OrthoPQ, create_network
 from models.losses.opqn import opqn_loss
@@ -109,6 +109,7 @@ class OPQN(Method):
     Config = OPQNConfig
     Recipe = OPQNRecipe
     preset = "opqn"
+    metric_defaults = {"topk": TOPK}  # the published report's k (5 and 10) among them
 
     def __init__(self, config: OPQNConfig, facts: DataFacts):
         super().__init__(config, facts)

@@ -71,7 +71,8 @@ class TripletConfig(MethodConfig):
     pretrained: Optional[str] = option("imagenet", "the ResNet's start, as published: imagenet "
                                                    "(torchvision's weights, from the torch hub "
                                                    "cache), a local torchvision state_dict file, "
-                                                   "or none (from scratch)")
+                                                   "or none (from scratch; the default on the "
+                                                   "built-in data)")
 
 
 @register_method("triplet")
@@ -99,7 +100,10 @@ class TripletHashing(Method):
 
     @classmethod
     def default_values(cls, dataset, facts, given) -> dict:
-        return {"margin": published_margin(cls.given_value(given, "bits"))}
+        values = {"margin": published_margin(cls.given_value(given, "bits"))}
+        if dataset == "synthetic":  # the built-in faces: no download for a quick run
+            values["pretrained"] = "none"
+        return values
 
     @classmethod
     def recipe_for(cls, dataset, facts, config) -> TripletRecipe:
@@ -223,8 +227,8 @@ class TripletHashing(Method):
 
     def notes(self) -> list:
         if from_scratch(self.config.pretrained):
-            return ["--pretrained none: the ResNet starts from scratch (the published numbers "
-                    "start from ImageNet weights)"]
+            return ["the ResNet starts from scratch (--pretrained none, the default on the "
+                    "built-in data; the published numbers start from ImageNet weights)"]
         return []
 
     def describe(self) -> str:

@@ -30,7 +30,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 default == argparse.SUPPRESS or default == [] or not action.option_strings:
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        return f"{text} (default: {shown})".replace("%", "%%")
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
 class ArgumentParser(argparse.ArgumentParser):
