@@ -7,11 +7,12 @@ Several GPUs:   torchrun --nproc_per_node 4 dcdh_train.py --dataset vggface2 --s
 
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.dcdh import DCDHConfig
 from pipeline.cli import add_data_args, add_engine_args, train_options
 from pipeline.train import train
-from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, dataclass_values,
-                       positive_float, positive_int, run_script)
+from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, code_length,
+                       dataclass_values, positive_float, positive_int, run_script)
 
 
 def get_args_parser():
@@ -26,7 +27,7 @@ def get_args_parser():
     p.add_argument("--save", help="checkpoint file name, written under --checkpoint-dir (required)")
     p.add_argument("--bs", type=positive_int, default=256,
                    help="batch size (per process under torchrun)")
-    p.add_argument("--len", type=positive_int, default=48, help="code length in bits")
+    p.add_argument("--len", type=code_length, default=48, help="code length in bits")
     add_dataclass_args(p, DCDHConfig, exclude=("bits",), defaults=True)
     add_data_args(p, "faces", "facescrub")
     add_engine_args(p)

@@ -11,10 +11,11 @@ import sys
 # torch is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import utils.cli.interrupts  # noqa: E402,F401  (first: Ctrl-C while torch loads)
 from pipeline.cli import (add_data_args, add_device_arg, add_metric_args,  # noqa: E402
                           add_multiview_args, add_report_args, data_options, engine_options,
                           metric_values, multiview_options, report_options, synthetic_options)
-from utils.cli import ArgumentParser, UsageError, positive_int, run_script  # noqa: E402
+from utils.cli import ArgumentParser, UsageError, code_length, positive_int, run_script  # noqa: E402
 
 
 def get_args_parser():
@@ -26,7 +27,7 @@ def get_args_parser():
                      help="a checkpoint of any method (ours or a published one), under "
                           "--checkpoint-dir or any path")
     model = p.add_argument_group("checkpoint evaluation")
-    model.add_argument("--len", type=positive_int,
+    model.add_argument("--len", type=code_length,
                        help="code length in bits, checked against the file (default: the file's)")
     model.add_argument("--arch", help="network, checked against the file (default: the file's)")
     model.add_argument("--bs", type=positive_int, default=256, help="batch size for encoding")

@@ -21,9 +21,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
+import utils.cli.interrupts  # noqa: E402,F401  (first: Ctrl-C while torch loads)
 from pipeline.cli import add_synthetic_args, data_options  # noqa: E402
-from utils.cli import (ArgumentParser, UsageError, check_writable_file,  # noqa: E402
-                       non_negative_int, positive_int, run_script, write_json)
+from utils.cli import (ArgumentParser, UsageError, code_length,  # noqa: E402
+                       image_side, non_negative_int, positive_int, run_script, thread_count,
+                       write_json)
+from utils.engine.files import Output, claim_outputs  # noqa: E402
 from utils.retrieval import faiss_index as fi  # noqa: E402
 from utils.retrieval import serving  # noqa: E402
 
@@ -31,7 +34,7 @@ QUERIES_SHOWN = 5
 
 
 def _threads_arg(parser, default):
-    parser.add_argument("--threads", type=positive_int, default=default,
+    parser.add_argument("--threads", type=thread_count, default=default,
                         help="faiss (OpenMP) threads (default: every core)")
 
 
@@ -70,10 +73,10 @@ def get_args_parser():
     s.add_argument("--method", help="with --checkpoint: refuse a file of another method")
     s.add_argument("--dataset", default="synthetic", help="with --checkpoint: the dataset")
     s.add_argument("--images", metavar="DIR", help="with --checkpoint: a folder of query images")
-    s.add_argument("--bits", type=positive_int,
+    s.add_argument("--bits", type=code_length,
                    help="with --checkpoint: the code length, checked against the file")
     s.add_argument("--data-root", help="with --checkpoint: the dataset folder")
-    s.add_argument("--img-size", type=positive_int, help="with --checkpoint: input size")
+    s.add_argument("--img-size", type=image_side, help="with --checkpoint: input size")
     add_synthetic_args(s)
     s.add_argument("--topk", type=positive_int,
                    help=f"results per query (default {serving.DEFAULT_TOPK}; with --radius: "
@@ -91,8 +94,9 @@ def get_args_parser():
 
 
 def build(args):
-    check_writable_file(args.out, "--out")
-    check_writable_file(serving.sidecar_path(args.out), "--out (its sidecar)")
+    claim_outputs([Output(args.out, "--out"), Output(serving.sidecar_path(args.out),
+                                                     "--out (its sidecar)")],
+                  inputs=[(args.codes, "--codes")])
     meta = serving.build(args.codes, args.out, args.type, args.nlist, args.hash_bits, args.nprobe,
                          args.nflip)
     size, n = os.path.getsize(args.out), meta["num_items"]
@@ -106,7 +110,9 @@ def search(args):
     import numpy as np
 
     if args.json:
-        check_writable_file(args.json, "--json")
+        claim_outputs([Output(args.json, "--json")],
+                      inputs=[(args.index, "--index"), (serving.sidecar_path(args.index), "--index"),
+                              (args.codes, "--codes"), (args.checkpoint, "--checkpoint")])
     index, meta, indices, paths = serving.load_served_index(args.index)
     pq = meta["type"] == "pq"
     if args.checkpoint:

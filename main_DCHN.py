@@ -13,14 +13,15 @@ Built-in data:
 
 import sys
 import time
-from pathlib import Path
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.dchn import DCHNConfig
 from methods.recipes.dchn import DCHNRecipe
 from pipeline.cli import (add_multiview_args, add_report_args, add_speed_args, engine_options,
                           multiview_data, output_options, report_options, train_options)
 from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, dataclass_values,
-                       int_at_least, non_negative_int, positive_int, run_script)
+                       int_at_least, non_negative_int, positive_int, run_script, seed_int,
+                       worker_count)
 
 
 def get_args_parser():
@@ -34,12 +35,12 @@ def get_args_parser():
     add_multiview_args(p)
     p.add_argument("--epochs", type=positive_int, help="epochs (default: published 100; 30 on "
                                                        "the built-in data)")
-    p.add_argument("--seed", type=non_negative_int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="seeds the training and SHAM's draw of labelled rows")
     p.add_argument("--prefix", default="checkpoint", help="folder of the view checkpoints")
     p.add_argument("--multiprocessing", action="store_true",
                    help="with --view -1: train the views in parallel processes")
-    p.add_argument("--num_workers", type=non_negative_int, default=2,
+    p.add_argument("--num_workers", type=worker_count, default=2,
                    help="loader processes for raw images (features are served from memory)")
     p.add_argument("--gpu_id", type=int_at_least(-1), default=0,
                    help="CUDA device (-1: view v on device (v + 1) %% count, as published)")
@@ -107,6 +108,8 @@ def evaluate(args, data, given, views, count):
     from utils.engine.checkpoint import CheckpointError
     from utils.engine.files import RunNames, ensure_dir
 
+    if len(set(views)) < len(views):
+        raise UsageError(f"--eval-views lists a view twice: {' '.join(map(str, views))}")
     bad = [v for v in views if v >= count]
     if bad:
         raise UsageError(f"--eval-views {bad[0]}: {args.datasets} has views 0..{count - 1}")

@@ -11,11 +11,12 @@ Several GPUs:     torchrun --nproc_per_node 4 opqn_main.py --dataset vggface2 --
 
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.recipes.opqn import TOPK
 from pipeline.cli import (add_data_args, add_engine_args, add_metric_args, add_report_args,
                           data_options, engine_options, metric_values, report_options,
                           train_options)
-from utils.cli import (ArgumentParser, UsageError, non_negative_float, positive_float,
+from utils.cli import (ArgumentParser, UsageError, code_length, non_negative_float, positive_float,
                        positive_int, run_script)
 
 
@@ -30,7 +31,7 @@ def get_args_parser():
     p.add_argument("--bs", type=positive_int, default=256, help="batch size")
     p.add_argument("--save", nargs="+", help="checkpoint name(s) to write, one per model")
     p.add_argument("--load", nargs="+", help="checkpoint(s) to evaluate, one per model")
-    p.add_argument("--len", type=positive_int, nargs="+",
+    p.add_argument("--len", type=code_length, nargs="+",
                    help="code length(s) in bits, one per model (required)")
     # --num-books: the same flag under torchrun, whose own parser takes --num as an
     # abbreviation of its --numa-binding

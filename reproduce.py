@@ -16,9 +16,11 @@ _last file).
 
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from pipeline.cli import (add_device_arg, add_report_args, add_synthetic_args, data_options,
                           engine_options, metric_values, report_options)
-from utils.cli import ArgumentParser, UsageError, positive_int, run_script
+from utils.cli import (ArgumentParser, UsageError, code_length, image_side, positive_int,
+                       run_script)
 
 
 def get_args_parser():
@@ -30,7 +32,7 @@ def get_args_parser():
     p.add_argument("--dataset", required=True,
                    help="a dataset every chosen method reads (e.g. synthetic, folder, cub, "
                         "mirflickr25k for dchn)")
-    p.add_argument("--bits", type=positive_int, nargs="+", required=True,
+    p.add_argument("--bits", type=code_length, nargs="+", required=True,
                    help="the table's columns: code lengths")
     p.add_argument("--checkpoints", default="reproduce", metavar="DIR",
                    help="where the cells' checkpoints are looked for (and trained into)")
@@ -46,7 +48,7 @@ def get_args_parser():
     p.add_argument("--layout", choices=["ddh", "folders"],
                    help="FaceScrub / YouTube Faces: the DDH pickles or the image folders for every "
                         "method (default: each method's own, as its published code reads them)")
-    p.add_argument("--img-size", type=positive_int, help="input size for the image methods")
+    p.add_argument("--img-size", type=image_side, help="input size for the image methods")
     add_synthetic_args(p)
     add_device_arg(p)
     p.add_argument("--json", metavar="OUT", help='write {"rows": [{"method", "bits", "mAP", ...}]}')
@@ -58,26 +60,26 @@ def get_args_parser():
 
 def main(args):
     from pipeline.outputs import claim_call_outputs
-    from pipeline.tables import TableOptions, build_table, csv_text, markdown, report_table
+    from pipeline.tables import (TableOptions, build_table, cell_files, check_table, csv_text,
+                                 markdown, report_table)
     from utils.atomic import atomic_write_bytes
     from utils.cli.output import write_json
 
     if args.show_results:
         raise UsageError("reproduce.py writes tables, plots and reports; use an evaluating "
                          "script's --show-results for pictures of one checkpoint")
-    report = report_options(args)
-    claim = claim_call_outputs(args.json, (), report, outputs=(), inputs=())
-    if args.csv:
-        from utils.engine.files import check_writable_file
-
-        check_writable_file(args.csv, "--csv")
     from data import canonical_dataset
+    from utils.engine.files import Output
 
     args.dataset = canonical_dataset(args.dataset)
     options = TableOptions(tuple(args.methods), data_options(args), tuple(args.bits),
                            args.checkpoints, args.train_missing,
                            {"epochs": args.epochs, "batch": args.batch}, tuple(args.columns),
                            engine_options(args), metric_values(args))
+    check_table(options)
+    report = report_options(args)
+    claim = claim_call_outputs(args.json, (), report, inputs=cell_files(options),
+                               outputs=[Output(args.csv, "--csv")] if args.csv else ())
     try:
         cells = build_table(options, lambda n, total, method, bits: print(
             f"[cell {n}/{total}] {method}, {bits} bits on {args.dataset} ...", file=sys.stderr,

@@ -12,10 +12,12 @@ The final evaluation is the one evaluation.py --load gives for the written file.
 
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from pipeline.cli import (add_data_args, add_engine_args, add_method_args, add_metric_args,
                           add_multiview_args, data_options, method_values, multiview_data,
                           train_options)
-from utils.cli import ArgumentParser, UsageError, positive_float, positive_int, run_script
+from utils.cli import (ArgumentParser, UsageError, code_length, positive_float, positive_int,
+                       run_script)
 
 
 def method_of(argv) -> str:
@@ -32,7 +34,7 @@ def get_args_parser(argv=None):
     p = ArgumentParser(description=__doc__)
     p.add_argument("--method", required=True, choices=list(method_names()),
                    help="the registered method to train")
-    p.add_argument("--len", type=positive_int, help="code length in bits (default: the method's)")
+    p.add_argument("--len", type=code_length, help="code length in bits (default: the method's)")
     p.add_argument("--bs", type=positive_int, help="batch size (default: the recipe's)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: the recipe's)")
     p.add_argument("--save", help="checkpoint file name under --checkpoint-dir (default: "

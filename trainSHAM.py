@@ -15,11 +15,11 @@ nothing (they are not listed).
 import argparse
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.dchn import DCHNConfig
-from methods.recipes.dchn import DCHNRecipe
 from pipeline.cli import add_multiview_args, multiview_data
-from utils.cli import (ArgumentParser, add_dataclass_args, dataclass_values, non_negative_int,
-                       run_script, write_json)
+from utils.cli import (ArgumentParser, add_dataclass_args, dataclass_values, run_script,
+                       seed_int, write_json)
 
 # main_DCHN.py's flags that a published trainSHAM.py command line may carry
 IGNORED = {"--mode": 1, "--view": 1, "--alpha": 1, "--epochs": 1, "--lr_update": 1,
@@ -33,7 +33,7 @@ def get_args_parser():
     add_dataclass_args(p, DCHNConfig, only=("bits", "gama", "available_num", "sham_dir"),
                        defaults=True)
     add_multiview_args(p)
-    p.add_argument("--seed", type=non_negative_int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="draws the --available_num labelled rows")
     p.add_argument("--overwrite", action="store_true", help="recompute an existing W file")
     p.add_argument("--save-loss", action="store_true",

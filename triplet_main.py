@@ -9,14 +9,16 @@ Evaluate:        python triplet_main.py -e --dataset_name CUB --binary_bits 64 -
 import argparse
 import sys
 
+import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.recipes.triplet import PUBLISHED
 from methods.triplet import TripletConfig, TripletRecipe
 from pipeline.cli import (add_metric_args, add_report_args, add_run_args, add_speed_args,
                           add_synthetic_args, add_workers_arg, data_options, dataset_list,
                           dataset_type, engine_options, metric_values, output_options,
                           report_options, train_options)
-from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, dataclass_values,
-                       non_negative_int, positive_float, positive_int, run_script)
+from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, code_length,
+                       dataclass_values, image_side, non_negative_int, positive_float,
+                       positive_int, run_script)
 
 def str2bool(text: str) -> bool:
     lowered = str(text).lower()
@@ -33,7 +35,7 @@ def get_args_parser():
     p.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="CUB",
                    type=dataset_type("images"),
                    help=f"CUB or Stanford_Dogs (published), or any of {dataset_list('images')}")
-    p.add_argument("--binary_bits", type=positive_int, default=64, help="code length")
+    p.add_argument("--binary_bits", type=code_length, default=64, help="code length")
     p.add_argument("--margin", type=positive_float, default=20.0,
                    help="triplet margin (published advice: a bit over bits/4: 8 for 16, 20 for 64)")
     p.add_argument("--lr", type=positive_float, default=PUBLISHED.lr, help="learning rate")
@@ -60,7 +62,7 @@ def get_args_parser():
     add_dataclass_args(p, TripletConfig, exclude=("bits", "margin"), defaults=True)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", help="dataset folder (overrides --datapath_CUB/--datapath_dog)")
-    g.add_argument("--img-size", type=positive_int,
+    g.add_argument("--img-size", type=image_side,
                    help="input side (default 224; 64 on the built-in data)")
     add_workers_arg(g)
     add_synthetic_args(g)

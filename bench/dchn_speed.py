@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.timing import bare_and_full_step, fastest, write_json
-from utils.cli import ArgumentParser, positive_int
+from utils.cli import (ArgumentParser, code_length, positive_int)
 
 from data import DataFacts
 from methods import create_method
@@ -51,7 +51,7 @@ def published_sham(num_classes, bits, gama, available):
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
     p.add_argument("--input-dim", type=positive_int, default=4096, help="feature width of the view network")
-    p.add_argument("--bits", type=positive_int, default=64, help="code length")
+    p.add_argument("--bits", type=code_length, default=64, help="code length")
     p.add_argument("--classes", type=positive_int, default=24, help="labels")
     p.add_argument("--batch", type=positive_int, default=64, help="batch size")
     p.add_argument("--train-rows", type=positive_int, default=10000, help="rows of one epoch (SHAM ratio)")

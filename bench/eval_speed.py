@@ -50,8 +50,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.timing import write_json  # noqa: E402
-from utils.cli import (ArgumentParser, fraction, non_negative_int, positive_float,  # noqa: E402
-                       positive_int)
+from utils.cli import (ArgumentParser, code_length, fraction,  # noqa: E402
+                       non_negative_int, positive_float, positive_int, seed_int)
 from utils.retrieval import metrics  # noqa: E402
 
 # Subsets of at most this many query x database pairs run the baseline on
@@ -71,7 +71,7 @@ def get_args_parser():
     parser = ArgumentParser(
         description="Time utils.retrieval.metrics.evaluate_codes against the published and the "
                     "naive mAP loops.")
-    parser.add_argument("--bits", type=positive_int, default=48, help="code length (default 48)")
+    parser.add_argument("--bits", type=code_length, default=48, help="code length (default 48)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=["1000x10000", "10000x200000"],
                         help="problem sizes QxN (queries x database items)")
     parser.add_argument("--classes", type=positive_int, default=530, help="number of classes (default 530)")
@@ -88,7 +88,7 @@ def get_args_parser():
     parser.add_argument("--torch-all-sizes", action="store_true",
                         help="also time the torch back end above %d query x database pairs "
                              "(slow: minutes at 10000x200000)" % TORCH_MAX_PAIRS)
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the synthetic codes")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed of the synthetic codes")
     parser.add_argument("--skip-e2e", action="store_true",
                         help="skip the end-to-end `evaluation.py --codes` subprocess run")
     parser.add_argument("--eval-script", default="evaluation.py",

@@ -38,7 +38,8 @@ import torch  # noqa: E402
 
 from bench.eval_speed import synthetic_codes  # noqa: E402
 from bench.timing import write_json  # noqa: E402
-from utils.cli import ArgumentParser, fraction, non_negative_int, positive_int  # noqa: E402
+from utils.cli import (ArgumentParser, code_length, fraction, non_negative_int, positive_int,  # noqa: E402
+                       seed_int, thread_count)
 from utils.retrieval import faiss_index as fi  # noqa: E402
 from utils.retrieval.metrics import hamming_distance  # noqa: E402
 
@@ -48,7 +49,7 @@ def get_args_parser():
                                             "exact Hamming top-k on the same codes.")
     p.add_argument("--db", type=positive_int, default=1_000_000, help="database codes (default 1M)")
     p.add_argument("--queries", type=positive_int, default=1000, help="queries (default 1000)")
-    p.add_argument("--bits", type=positive_int, default=48, help="code length (default 48)")
+    p.add_argument("--bits", type=code_length, default=48, help="code length (default 48)")
     p.add_argument("--classes", type=positive_int, default=530, help="classes (default 530)")
     p.add_argument("--flip-range", type=fraction, nargs=2, default=(0.05, 0.35),
                    metavar=("LOW", "HIGH"), help="per-item bit-flip probability range")
@@ -62,9 +63,9 @@ def get_args_parser():
                    help="queries per hamming_distance call of the baseline (default 64)")
     p.add_argument("--repeat", type=positive_int, default=1,
                    help="timed runs of each search; the best is reported (default 1)")
-    p.add_argument("--threads", type=positive_int,
+    p.add_argument("--threads", type=thread_count,
                    help="threads of torch and faiss (default: every core)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic codes")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the synthetic codes")
     p.add_argument("--json", metavar="OUT", help="write every figure to this JSON file")
     return p
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.timing import bare_and_full_step, fastest, write_json
-from utils.cli import ArgumentParser, positive_int
+from utils.cli import (ArgumentParser, code_length, image_side, positive_int)
 
 from data import DataFacts
 from methods import create_method
@@ -50,10 +50,10 @@ def published_loss(embeddings, labels, margin):
 
 def get_args_parser():
     p = ArgumentParser(description=__doc__)
-    p.add_argument("--bits", type=positive_int, default=64, help="code length")
+    p.add_argument("--bits", type=code_length, default=64, help="code length")
     p.add_argument("--classes", type=positive_int, default=10, help="classes in a batch")
     p.add_argument("--per-class", type=positive_int, default=8, help="images per class")
-    p.add_argument("--img-size", type=positive_int, default=224, help="image side")
+    p.add_argument("--img-size", type=image_side, default=224, help="image side")
     p.add_argument("--repeat", type=positive_int, default=20, help="timed repetitions of the loss")
     p.add_argument("--steps", type=positive_int, default=3, help="timed training steps")
     p.add_argument("--json", help="write the figures as JSON")

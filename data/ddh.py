@@ -26,7 +26,10 @@ Differences from the official loader, on purpose:
 * the transform, if any, receives the normalised float32 tensor [3, 32, 32]
   (the official one received an HWC array and only applied ToTensor).
 
-Pickle files can run arbitrary code when loaded: read only trusted batches.
+The batches are pickles, and a pickle can run code when it is loaded: they
+are read with an unpickler that admits only what the format holds (NumPy
+arrays and scalars, lists, tuples, numbers, strings) and refuses anything
+else in one line, without running it.
 """
 
 import os
@@ -60,13 +63,41 @@ def _batch_files(split_dir: str) -> List[str]:
     return [path for path in paths if os.path.isfile(path)]
 
 
+# What a pickled batch may name: NumPy's array / scalar / dtype rebuilders
+# (under NumPy 1.x and 2.x module names) and the bytes decoder of protocol-2
+# pickles.  Nothing here can run a command.
+ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles arrays, numbers and containers; refuses every other class or function."""
+
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: str) -> Tuple[np.ndarray, np.ndarray]:
     """One pickled ``(data, labels)`` pair as ([n, 3072] array, [n] int64)."""
     try:
         with open(path, "rb") as f:
             # The batches were written by Python 2; 'bytes' is how the
             # official loader reads them (Python 3 pickles ignore it).
-            obj = pickle.load(f, encoding="bytes")
+            obj = BatchUnpickler(f, encoding="bytes").load()
+    except RefusedGlobal as err:
+        raise DatasetError(f"refusing to read DDH batch {path}: it names {err}, not only the "
+                           f"arrays and numbers of a (data, labels) pair (it was not run)") from None
     except Exception as err:  # unpickling a bad file can raise almost anything
         raise DatasetError(f"cannot read DDH batch {path}: {one_line(err)}") from err
 

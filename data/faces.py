@@ -31,6 +31,8 @@ from data.layout import has_splits, splits_text
 from data.registry import DataRequest, Splits, register_dataset
 from utils.engine.logs import log
 
+# the built-in faces hold at most this many float32 values (8 GiB)
+SYNTHETIC_MAX_VALUES = 2 ** 31
 # OPQN's cross-dataset protocol (-c): identities unseen in training
 CROSS_SPLITS = ("cross_train", "cross_test")
 FOLDER_IMG_SIZE = 112
@@ -174,6 +176,16 @@ def build_synthetic(name: str, request: DataRequest) -> Splits:
               if k in ("num_identities", "train_per_identity", "test_per_identity")}
     if request.img_size is not None:
         kwargs["img_size"] = request.img_size
+    from data import synthetic
+
+    images = kwargs.get("num_identities", synthetic.DEFAULT_NUM_IDENTITIES) * (
+        kwargs.get("train_per_identity", synthetic.DEFAULT_TRAIN_PER_IDENTITY)
+        + kwargs.get("test_per_identity", synthetic.DEFAULT_TEST_PER_IDENTITY))
+    side = kwargs.get("img_size", synthetic.DEFAULT_IMG_SIZE)
+    if images * 3 * side * side > SYNTHETIC_MAX_VALUES:
+        raise DatasetError(f"the built-in data of {images} images at {side}x{side} would take "
+                           f"{4 * images * 3 * side * side / 2**30:.0f} GiB; lower "
+                           f"--synthetic-ids, --synthetic-train, --synthetic-test or --img-size")
     train = SyntheticFaceDataset("train", **kwargs)
     queries = SyntheticFaceDataset("test", **kwargs)
     return Splits(train, train, queries, train.num_classes, int(train.images.shape[-1]),

@@ -47,6 +47,10 @@ from data.layout import one_line
 from data.registry import DataRequest, Splits, register_dataset
 
 
+# the built-in sets hold at most this many float32 values (8 GiB)
+MAX_SYNTHETIC_VALUES = 2 ** 31
+
+
 @dataclass
 class ViewData:
     name: str
@@ -226,14 +230,23 @@ def _features(path, view_keys, label_key, query, train):
     if path is None or not os.path.isfile(path):
         raise DatasetError(f"--datasets features needs --data-root FILE (.npz or .mat), got {path}")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in (*view_keys, label_key) if k not in f.files]
-            if missing:
-                raise DatasetError(f"{path} has no array {', '.join(missing)} (it holds "
-                                   f"{', '.join(f.files)})")
-            z = {k: f[k] for k in (*view_keys, label_key)}
+        from utils.errors import UsageError
+        from utils.retrieval.codes_io import load_npz
+
+        try:
+            z = load_npz(path, required=(*view_keys, label_key))
+        except UsageError as exc:
+            raise DatasetError(str(exc)) from None
     else:
         z = _mat(path, [*view_keys, label_key], "feature file")
+    for key in (*view_keys, label_key):
+        value = np.asarray(z[key])
+        if value.ndim != 2 or value.dtype.kind not in "biuf" or 0 in value.shape:
+            raise DatasetError(f"{path}: {key} must be a non-empty numeric matrix [rows, "
+                               f"{'labels' if key == label_key else 'features'}], got "
+                               f"{value.dtype} {value.shape}")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise DatasetError(f"{path}: {key} holds NaN or inf")
     labels = z[label_key]
     return _paired(path, {k: z[k] for k in view_keys}, labels, query, train, list(view_keys))
 
@@ -245,6 +258,10 @@ def _synthetic(options):
     rng = np.random.default_rng(options.get("seed", 0))
     n = options.get("rows", 1200)
     classes = options.get("classes", 12)
+    if n * (classes + 64) > MAX_SYNTHETIC_VALUES:
+        raise DatasetError(f"the built-in data of {n} rows x {classes} labels would take "
+                           f"{4 * n * (classes + 64) / 2**30:.0f} GiB; lower --synthetic-rows "
+                           f"or --synthetic-classes")
     widths = options.get("widths", (64, 48))
     labels = np.zeros((n, classes), dtype=np.float32)
     for i in range(n):

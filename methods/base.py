@@ -33,13 +33,14 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import ClassVar, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
 from data.registry import DataFacts
+from utils.cli.parser import code_length
 from utils.engine.checkpoint import CheckpointError
 from utils.engine.files import RunFiles, RunNames, last_path_for
 from utils.engine.logs import log_path
@@ -60,7 +61,7 @@ def option(default=None, help: str = "", **meta):
 @dataclass(frozen=True)
 class MethodConfig:
     """The fields every method has; each method's ``Config`` adds its own."""
-    bits: int = option(48, "code length in bits")
+    bits: int = option(48, "code length in bits", type=code_length)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

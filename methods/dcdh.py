@@ -123,7 +123,8 @@ class DCDH(Method):
         self.load_backbone(checkpoint, path)
         centers = checkpoint.get("centers")
         if heads and isinstance(centers, dict) and "centers" in centers:
-            if tuple(centers["centers"].shape) != tuple(self.criterion.centers.shape):
+            if tuple(getattr(centers["centers"], "shape", ())) != \
+                    tuple(self.criterion.centers.shape):
                 raise CheckpointError(
                     f"{path} holds {centers['centers'].shape[0]} class centers, this run "
                     f"has {self.facts.num_classes} classes; check --dataset")

@@ -32,7 +32,8 @@ from models import create_network
 from models.losses.dchn import codes_of, dchn_loss
 from models.pretrained import PretrainedError
 from models.sham import load_sham, save_sham, sham_file_name, train_sham
-from utils.cli.parser import fraction, int_at_least, non_negative_float, non_negative_int
+from utils.cli.parser import (code_length, fraction, int_at_least, non_negative_float,
+                              non_negative_int)
 from utils.engine.checkpoint import CheckpointError, state_dict_mismatch
 from utils.engine.files import RunFiles, RunNames
 from utils.engine.logs import log
@@ -58,7 +59,7 @@ def checkpoint_name(datasets: str, view: int, bits: int, available: int) -> str:
 
 @dataclass(frozen=True)
 class DCHNConfig(MethodConfig):
-    bits: int = option(OUTPUT_SHAPE, "code length", flag="--output_shape")
+    bits: int = option(OUTPUT_SHAPE, "code length", type=code_length, flag="--output_shape")
     view: int = option(-1, "the view to train (-1: every view of the dataset)",
                        type=int_at_least(-1))
     alpha: float = option(ALPHA, "weight of the pairwise term (1 - alpha: the label regression)",
@@ -96,6 +97,9 @@ def read_sham(path: Path, shape) -> np.ndarray:
     if W.shape != tuple(shape):
         raise UsageError(f"{path} holds W of shape {W.shape}, expected {tuple(shape)}; "
                          f"recompute it with trainSHAM.py --overwrite")
+    if not np.isfinite(W).all():
+        raise UsageError(f"{path} holds a W with NaN or inf; recompute it with trainSHAM.py "
+                         f"--overwrite")
     return W
 
 
@@ -373,6 +377,10 @@ def sham_file(config: DCHNConfig, train_labels: np.ndarray, seed: int,
         return ShamFile(path, read_sham(path, (num_classes, config.bits)), True)
     result = train_sham(num_classes, config.bits, config.gama,
                         draw_available(train_labels, config.available_num, seed))
+    if not np.isfinite(result.W).all():
+        raise UsageError(f"SHAM's W came out with NaN or inf ({num_classes} labels, "
+                         f"{config.bits} bits, --gama {config.gama:g}): the labels may be "
+                         f"degenerate; try another --gama or --available_num")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_sham(path, result.W)
     return ShamFile(path, result.W, False, result)

@@ -210,7 +210,8 @@ class OPQN(Method):
             raise CheckpointError(f"{path} holds {held}; it does not fit {describe_mlp(want)}")
         state = strip_prefix(checkpoint["backbone"], PREFIX)
         expected = self.net.state_dict()
-        if "bn.weight" in state and state["bn.weight"].shape != expected["bn.weight"].shape:
+        if getattr(state.get("bn.weight"), "shape", expected["bn.weight"].shape) != \
+                expected["bn.weight"].shape:
             pixels = {4: "32x32", 7: "112x112"}.get(_feature_map_side(state), "other")
             raise CheckpointError(
                 f"{path} holds a network for {pixels} images; it does not fit "
@@ -263,7 +264,7 @@ class OPQN(Method):
 def _feature_map_side(state: dict) -> Optional[int]:
     """The side of resnet20_pq's last feature map, from its flattened BatchNorm."""
     weight = state.get("bn.weight")
-    if weight is None or weight.ndim != 1 or weight.shape[0] % 512:
+    if getattr(weight, "ndim", 0) != 1 or weight.shape[0] % 512:
         return None
     side = int(round(math.sqrt(weight.shape[0] / 512)))
     return side if side * side * 512 == weight.shape[0] else None

@@ -115,6 +115,12 @@ def from_checkpoint(path, method: Optional[str] = None) -> LoadedCheckpoint:
         found = cls.recognise(obj, path)
         if found is not None:
             return LoadedCheckpoint(path, cls, found.config, found.facts, found.data, obj)
+    if method:  # another method's file: say whose
+        other = next((n for n in _REGISTRY if n != method and
+                      _REGISTRY[n].recognise(obj, path) is not None), None)
+        if other:
+            raise CheckpointError(f"{path} holds a {other} model (its published layout), "
+                                  f"not {method}")
     what = f"a {method} checkpoint" if method else \
         f"a checkpoint of any known method ({', '.join(_REGISTRY)})"
     if isinstance(obj, dict):

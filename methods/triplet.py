@@ -28,7 +28,7 @@ from models.hash_model import BACKBONES
 from models.losses.triplet import triplet_hashing_loss
 from models.miners import MINERS
 from models.pretrained import PretrainedError, from_scratch
-from utils.cli.parser import positive_float
+from utils.cli.parser import code_length, positive_float
 from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
 from utils.engine.files import RunFiles, RunNames
 from utils.engine.logs import log
@@ -42,7 +42,7 @@ def snapshot_facts(state_dict: dict):
     """(arch, bits, head) of a HashModel state_dict; None where unknown."""
     name = recognise_network(state_dict, family="triplet")
     arch = name[len("hash_"):] if name else None
-    if "hashcoder.0.weight" in state_dict and state_dict["hashcoder.0.weight"].ndim == 2:
+    if getattr(state_dict.get("hashcoder.0.weight"), "ndim", 0) == 2:
         weight = state_dict["hashcoder.0.weight"]
         head = "fc" if weight.shape[1] in (512, 2048) else "dae"
         return arch, int(weight.shape[0]), head
@@ -59,7 +59,7 @@ def _model_state(checkpoint):
 
 @dataclass(frozen=True)
 class TripletConfig(MethodConfig):
-    bits: int = option(64, "code length in bits")
+    bits: int = option(64, "code length in bits", type=code_length)
     margin: Optional[float] = option(None, "triplet margin (default: the published advice, a "
                                            "bit over bits/4: 8 for 16, 20 for 64)",
                                      type=positive_float)
@@ -169,6 +169,9 @@ class TripletHashing(Method):
 
     @classmethod
     def run_files(cls, given, dataset: str, names: RunNames, overrides={}) -> RunFiles:
+        if "/" in names.tag or "\\" in names.tag or names.tag in (".", ".."):
+            raise UsageError(f"--log_postfix {names.tag!r} would name folders: it is a part of "
+                             f"the run folder's and log file's names")
         bits = cls.given_value(given, "bits")
         name = cls.run_name(given, dataset, overrides.get("optimizer") or "SGD", names.tag)
         folder = Path(names.checkpoint_dir) / name

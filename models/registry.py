@@ -21,9 +21,8 @@ class NetworkSpec:
     code_length_key: Optional[str] = None  # state_dict entry whose first dim is the code length
 
     def code_length(self, state_dict: dict) -> Optional[int]:
-        if self.code_length_key is None or self.code_length_key not in state_dict:
-            return None
-        return int(state_dict[self.code_length_key].shape[0])
+        value = state_dict.get(self.code_length_key) if self.code_length_key else None
+        return int(value.shape[0]) if getattr(value, "ndim", 0) >= 1 else None
 
 
 _REGISTRY: Dict[str, NetworkSpec] = {}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli.parser import (add_dataclass_args, dataclass_values, non_negative_int,
-                              positive_int)
+from utils.cli.parser import (add_dataclass_args, dataclass_values, image_side, int_between,
+                              non_negative_int, positive_int, seed_int, worker_count)
 from utils.errors import UsageError
 
 SYNTHETIC_FLAGS = {"synthetic_ids": "num_identities", "synthetic_train": "train_per_identity",
@@ -33,7 +33,7 @@ def add_data_args(parser, kind, default, root_help=None, synthetic: bool = True)
                        help=f"dataset: {dataset_list(kind)}")
     g.add_argument("--data-root", help=root_help or "dataset folder holding train/ and test/ "
                    "(default: where the method's published code looks, e.g. ./FaceScrub)")
-    g.add_argument("--img-size", type=positive_int,
+    g.add_argument("--img-size", type=image_side,
                    help="input size (default: the dataset's; DDH pickles are 32)")
     add_workers_arg(g)
     g.add_argument("--skip-bad-images", action="store_true",
@@ -69,16 +69,16 @@ def dataset_type(kind):
 
 
 def add_synthetic_args(group):
-    group.add_argument("--synthetic-ids", type=positive_int,
+    group.add_argument("--synthetic-ids", type=int_between(1, 100_000, "identities"),
                        help="built-in data: number of identities (default 20)")
-    group.add_argument("--synthetic-train", type=positive_int,
+    group.add_argument("--synthetic-train", type=int_between(1, 100_000, "per_identity"),
                        help="built-in data: training images per identity (default 60)")
-    group.add_argument("--synthetic-test", type=positive_int,
+    group.add_argument("--synthetic-test", type=int_between(1, 100_000, "per_identity"),
                        help="built-in data: test images per identity (default 15)")
 
 
 def add_workers_arg(group):
-    group.add_argument("--workers", type=non_negative_int,
+    group.add_argument("--workers", type=worker_count,
                        help="data loader processes for image files (default: from the CPU "
                             "count; in-memory data needs none)")
 
@@ -102,7 +102,7 @@ def add_speed_args(group, layout: bool = True):
 def add_run_args(group, seed_help="seeds Python, NumPy, torch (all devices) and the data order"):
     """The flags of a training run that every training script has."""
     add_device_arg(group)
-    group.add_argument("--seed", type=non_negative_int, default=0, help=seed_help)
+    group.add_argument("--seed", type=seed_int, default=0, help=seed_help)
     group.add_argument("--deterministic", action="store_true",
                        help="deterministic algorithms only (an op without one is an error); "
                             "sets CUBLAS_WORKSPACE_CONFIG and turns cudnn.benchmark off")
@@ -163,7 +163,7 @@ def add_report_args(parser):
     g.add_argument("--report", metavar="OUT.html",
                    help="one self-contained HTML page: settings, metrics, plots, grid")
     if "--seed" not in parser._option_string_actions:
-        g.add_argument("--seed", type=non_negative_int, default=0,
+        g.add_argument("--seed", type=seed_int, default=0,
                        help="chooses the queries of the --show-results grid")
     return g
 
@@ -189,11 +189,11 @@ def add_multiview_args(parser, flag="--datasets", default="mirflickr25k_raw",
                    help="features layout: the first rows are the queries")
     g.add_argument("--train-size", type=positive_int, default=10000 if defaults else None,
                    help="features layout: the next rows are the training rows")
-    g.add_argument("--synthetic-rows", type=positive_int, default=1200 if defaults else None,
+    g.add_argument("--synthetic-rows", type=int_between(1, 10_000_000, "rows"), default=1200 if defaults else None,
                    help="built-in data: rows (1/6 queries, 1/2 training)")
-    g.add_argument("--synthetic-classes", type=positive_int, default=12 if defaults else None,
+    g.add_argument("--synthetic-classes", type=int_between(1, 100_000, "classes"), default=12 if defaults else None,
                    help="built-in data: labels")
-    g.add_argument("--synthetic-views", type=positive_int, default=2 if defaults else None,
+    g.add_argument("--synthetic-views", type=int_between(2, 3, "views"), default=2 if defaults else None,
                    choices=[2, 3], help="built-in data: views")
     return g
 

@@ -104,6 +104,19 @@ def _evaluate_files(options: EvalOptions, paths) -> list:
     return evaluate_loaded(loaded, options.data, ctx, options.expect, cache=cache)
 
 
+def _image(path):
+    from PIL import Image
+
+    from utils.errors import UsageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - PIL reports bad data with many exception types
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"--images: cannot read {path} as an image ({reason})") from None
+
+
 def encode_queries(path, data: DataOptions, images=None, method: Optional[str] = None,
                    device: str = "auto", bits: Optional[int] = None):
     """(method, query values on the CPU, what they are) of a checkpoint of any
@@ -111,7 +124,6 @@ def encode_queries(path, data: DataOptions, images=None, method: Optional[str] =
     ``images`` through the method's test transform.  Values are sign codes
     (int8) for Hamming methods, features for PQ ones."""
     import torch
-    from PIL import Image
 
     from data import DataFacts, make_loaders
     from data.transforms import default_size, folder_transform
@@ -144,7 +156,7 @@ def encode_queries(path, data: DataOptions, images=None, method: Optional[str] =
         raise UsageError(f"--images: {loaded.cls.name} does not read image files") from None
     model = loaded.build(DataFacts(loaded.facts.get("num_classes", 1), size), expect)
     model = model.to(device).eval()
-    batch = torch.stack([transform(Image.open(f).convert("RGB")) for f in files])
+    batch = torch.stack([transform(_image(f)) for f in files])
     with torch.inference_mode():
         values = model.codes(model.embed(batch.to(device)).float())
     return model, values.cpu(), f"{len(files)} images of {images} through {path}"

@@ -117,6 +117,26 @@ def check_methods(classes: Sequence, dataset: str) -> None:
         raise
 
 
+def cell_plan(cls, bits: int, options: TableOptions, root: Path):
+    """(training options, members with their files) of one (method, code length) cell."""
+    from pipeline.train import plan
+
+    output = OutputOptions(checkpoint_dir=str(root), log_dir=str(root / "log"))
+    train_options = TrainOptions(cls.name, options.data, ({"bits": bits},), (None,),
+                                 options.overrides, options.engine, output, options.metrics,
+                                 evaluate_after=False)
+    return train_options, plan(cls, train_options)[0]
+
+
+def cell_files(options: TableOptions) -> list:
+    """(path, flag) of every file the table's cells train into or read."""
+    from methods import method_class
+
+    return [(path, "a cell's checkpoint") for m in options.methods for bits in options.bits
+            for member in cell_plan(method_class(m), bits, options, Path(options.folder))[1]
+            for path in member.files.outputs()]
+
+
 def cell_rows(cls, bits: int, options: TableOptions, root: Path) -> list:
     """The rows of one (method, code length) cell: trained if asked and
     unfinished, then evaluated (DCHN: one row per pair of views)."""
@@ -124,14 +144,11 @@ def cell_rows(cls, bits: int, options: TableOptions, root: Path) -> list:
     from methods.registry import from_checkpoint, read_checkpoint
     from pipeline.evaluate import evaluate_loaded, resolve_device
     from pipeline.options import metric_options
-    from pipeline.train import plan, train
+    from pipeline.train import train
     from utils.engine.loop import run_status
 
-    given = {"bits": bits}
-    output = OutputOptions(checkpoint_dir=str(root), log_dir=str(root / "log"))
-    train_options = TrainOptions(cls.name, options.data, (given,), (None,), options.overrides,
-                                 options.engine, output, options.metrics, evaluate_after=False)
-    members = plan(cls, train_options)[0]
+    train_options, members = cell_plan(cls, bits, options, root)
+    output = train_options.output
     trained = False
     if options.train_missing:
         status = [run_status(m.files.last, read_checkpoint) for m in members]
@@ -157,14 +174,20 @@ def cell_rows(cls, bits: int, options: TableOptions, root: Path) -> list:
             for task, metrics in evaluation.rows]
 
 
-def build_table(options: TableOptions, progress=None) -> list:
-    """Every row of the table (``progress(number, total, method, bits)`` per cell)."""
+def check_table(options: TableOptions) -> None:
+    """What a table asks for is checked before any training."""
     from methods import method_class
 
     for column in options.columns:
         check_column(column)
+    check_methods([method_class(m) for m in options.methods], options.data.dataset)
+
+
+def build_table(options: TableOptions, progress=None) -> list:
+    """Every row of the table (``progress(number, total, method, bits)`` per cell)."""
+    from methods import method_class
+
     classes = [method_class(m) for m in options.methods]
-    check_methods(classes, options.data.dataset)
     root = Path(options.folder)
     rows, total = [], len(classes) * len(options.bits)
     for i, cls in enumerate(classes):

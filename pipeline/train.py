@@ -146,7 +146,29 @@ def _resume_state(resume, resume_path, files: RunFiles, lenient: bool) -> Option
         raise CheckpointError(f"{resume_path} holds no training state to resume from (only the "
                               f"_last files and best files this toolkit writes do); start without "
                               f"--resume")
+    check_resume(ckpt, resume_path)
     return ckpt
+
+
+# what the loop reads back from a resume file, and the type it must have
+RESUME_ENTRIES = {"optimizer": dict, "lr_scheduler": dict}
+STATE_ENTRIES = {"epoch": int, "best": (int, float), "best_epoch": int, "monitor": str,
+                 "rng": dict}
+RNG_ENTRIES = ("python", "numpy", "torch")
+
+
+def check_resume(ckpt: dict, path) -> None:
+    """A resume file the loop can continue from, or one line naming what is wrong."""
+    state = ckpt["train_state"]
+    problems = [f"'{k}'" for k, kind in RESUME_ENTRIES.items() if not isinstance(ckpt.get(k), kind)]
+    problems += [f"train_state '{k}'" for k, kind in STATE_ENTRIES.items()
+                 if not isinstance(state.get(k), kind) or isinstance(state.get(k), bool)]
+    if isinstance(state.get("rng"), dict):
+        problems += [f"the {k} generator state" for k in RNG_ENTRIES if k not in state["rng"]]
+    if problems:
+        raise CheckpointError(f"{path} is not a resume file this toolkit can continue from "
+                              f"(missing or malformed: {', '.join(problems[:3])}); start without "
+                              f"--resume, or with --overwrite")
 
 
 def train(options: TrainOptions) -> TrainOutcome:

@@ -36,13 +36,17 @@ def test_every_numeric_flag_is_checked(script):
         assert unchecked == [], name
         numeric = [a for a in all_actions(parser) if getattr(a.type, "checked_number", False)]
         assert numeric, "a script without numeric flags?"
+        # a count a user can give has an upper bound (no allocation of 1e20 items)
+        unbounded = [a.option_strings[0] for a in numeric if a.type.kind is int and
+                     a.type.high is None]
+        assert unbounded == [], name
 
 
 @pytest.mark.parametrize("script, argv, message", [
     ("dcdh_train", ["--lr", "-1"], "error: argument --lr/--lr1: expected a positive number, got -1"),
     ("dcdh_train", ["--bs", "0"], "error: argument --bs: expected a positive integer, got 0"),
     ("dcdh_train", ["--eta", "inf"], "error: argument --eta: expected a number >= 0, got inf"),
-    ("dcdh_train", ["--workers", "-2"], "error: argument --workers: expected an integer >= 0, got -2"),
+    ("dcdh_train", ["--workers", "-2"], "error: argument --workers: expected an integer from 0 to 1024, got -2"),
     ("dcdh_train", ["--epochs", "ten"], "error: argument --epochs: expected a positive integer, got 'ten'"),
     ("evaluation", ["--radius", "-1"], "error: argument --radius: expected an integer >= 0, got -1"),
     ("evaluation", ["--topk", "5", "0"], "error: argument --topk: expected a positive integer, got 0"),
@@ -51,7 +55,19 @@ def test_every_numeric_flag_is_checked(script):
     ("bench.train_speed", ["--steps", "0"], "error: argument --steps: expected a positive integer, got 0"),
     ("bench.eval_speed", ["--flip-range", "0.1", "2"],
      "error: argument --flip-range: expected a number between 0 and 1, got 2"),
-    ("bench.dchn_speed", ["--bits", "-16"], "error: argument --bits: expected a positive integer, got -16"),
+    ("bench.dchn_speed", ["--bits", "-16"], "error: argument --bits: expected an integer from 1 to 4096, got -16"),
+    ("evaluation", ["--topk", "100000000000"],
+     "error: argument --topk: expected a positive integer up to 1000000000, got 100000000000"),
+    ("dcdh_train", ["--synthetic-ids", "1e11"],
+     "error: argument --synthetic-ids: expected an integer from 1 to 100000, got '1e11'"),
+    ("dcdh_train", ["--synthetic-ids", "200000"],
+     "error: argument --synthetic-ids: expected an integer from 1 to 100000, got 200000"),
+    ("main_DCHN", ["--output_shape", "100000000000"],
+     "error: argument --output_shape: expected an integer from 1 to 4096, got 100000000000"),
+    ("index", ["search", "--index", "i", "--codes", "c", "--radius", "100000000000000"],
+     "error: argument --radius: expected an integer >= 0 up to 1000000000, got 100000000000000"),
+    ("index", ["build", "--codes", "c", "--out", "o", "--threads", "5000"],
+     "error: argument --threads: expected an integer from 1 to 1024, got 5000"),
 ])
 def test_bad_numbers_are_one_line(capsys, script, argv, message):
     assert run(importlib.import_module(script), *argv) == 2

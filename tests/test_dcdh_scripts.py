@@ -178,7 +178,7 @@ def test_bad_input_never_touches_a_good_checkpoint(tmp_path, capsys, monkeypatch
     assert train_cli(*TINY, "--save", "n.tar", "--checkpoint-dir", tmp_path / "afile" / "sub") == 2
     assert capsys.readouterr().err.startswith(f"error: cannot create --checkpoint-dir {tmp_path / 'afile' / 'sub'}")
     assert train_cli(*TINY, "--len", 0, "--save", "n.tar") == 2
-    assert capsys.readouterr().err == "error: argument --len: expected a positive integer, got 0\n"
+    assert capsys.readouterr().err == "error: argument --len: expected an integer from 1 to 4096, got 0\n"
     assert train_cli(*TINY) == 2
     assert "--save NAME.tar is required" in capsys.readouterr().err
     assert eval_cli(*TINY, "--load", "nothing.tar") == 2

@@ -291,7 +291,7 @@ def test_generic_features_layout(tmp_path):
                           options={"views": ["img", "txt"], "query": 10, "train": 30})
     assert [v.data.shape for v in data.views] == [(50, 8), (50, 6)]
     assert split_facts(data.views[1].train) == [30, 10, 39] and len(data.views[1].retrieval) == 40
-    with pytest.raises(DatasetError, match="has no array audio"):
+    with pytest.raises(DatasetError, match=r"lacks array\(s\) audio"):
         load_multiview("features", str(tmp_path / "f.npz"), options={"views": ["audio"]})
 
 

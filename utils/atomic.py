@@ -1,5 +1,6 @@
 """Files that are replaced only once fully written: a kill at any moment leaves
-either the old file or the new one, never a truncated one."""
+either the old file or the new one, never a truncated one; a write that
+fails (a full disk) is one line naming the file, and leaves the old file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from utils.errors import UsageError
 
 
 @contextlib.contextmanager
@@ -16,7 +19,10 @@ def atomic_open(path):
     Written to a hidden temporary file beside ``path``, synced, then renamed
     over it (a rename within one folder is atomic)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -24,10 +30,30 @@ def atomic_open(path):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a vanished folder: the old file stays
+        _remove(tmp)
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def temp_prefix(path: Path) -> str:
+    """The hidden name of ``path``'s file while it is written."""
+    return f".{path.name}."
+
+
+def leftovers(path) -> list:
+    """Temporary files of ``path`` that an interrupted (killed) write left."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{temp_prefix(path)}*.tmp")) if path.parent.is_dir() else []
+
+
+def _remove(tmp) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def _umask() -> int:

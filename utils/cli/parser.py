@@ -45,7 +45,12 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _checked(kind, name: str, ok, requirement: str):
+# No count a flag gives may exceed a billion (nothing is that many items); the
+# sizes that decide an allocation or a loop have tighter bounds (below).
+MAX_COUNT = 10 ** 9
+
+
+def _checked(kind, name: str, ok, requirement: str, high=None):
     def parse(text: str):
         try:
             value = kind(text)
@@ -55,22 +60,40 @@ def _checked(kind, name: str, ok, requirement: str):
             raise argparse.ArgumentTypeError(f"expected {requirement}, got {text}")
         if not ok(value):
             raise argparse.ArgumentTypeError(f"expected {requirement}, got {text}")
+        if high is not None and value > high:
+            upto = "" if str(high) in requirement else f" up to {high}"
+            raise argparse.ArgumentTypeError(f"expected {requirement}{upto}, got {text}")
         return value
 
     parse.__name__ = name
     parse.checked_number = True  # marks the flag as checked for tests/test_cli.py
+    parse.high = high  # the upper bound (docs/errors.md lists them)
+    parse.kind = kind
     return parse
 
 
-positive_int = _checked(int, "positive_int", lambda v: v > 0, "a positive integer")
-non_negative_int = _checked(int, "non_negative_int", lambda v: v >= 0, "an integer >= 0")
+positive_int = _checked(int, "positive_int", lambda v: v > 0, "a positive integer", MAX_COUNT)
+non_negative_int = _checked(int, "non_negative_int", lambda v: v >= 0, "an integer >= 0", MAX_COUNT)
 positive_float = _checked(float, "positive_float", lambda v: v > 0, "a positive number")
 non_negative_float = _checked(float, "non_negative_float", lambda v: v >= 0, "a number >= 0")
 fraction = _checked(float, "fraction", lambda v: 0 <= v <= 1, "a number between 0 and 1")
 
 
-def int_at_least(low: int):
-    return _checked(int, f"int_at_least_{low}", lambda v: v >= low, f"an integer >= {low}")
+def int_at_least(low: int, high: int = MAX_COUNT):
+    return _checked(int, f"int_at_least_{low}", lambda v: v >= low, f"an integer >= {low}", high)
+
+
+def int_between(low: int, high: int, name: str):
+    """An integer from ``low`` to ``high``: the sizes that decide an allocation."""
+    return _checked(int, name, lambda v: v >= low, f"an integer from {low} to {high}", high)
+
+
+# code lengths (networks, SHAM's L x L solves), image sides, and the like
+code_length = int_between(1, 4096, "code_length")
+image_side = int_between(1, 4096, "image_side")
+thread_count = int_between(1, 1024, "thread_count")
+worker_count = int_between(0, 1024, "worker_count")
+seed_int = int_between(0, 2 ** 32 - 1, "seed")
 
 
 def flag_of(f) -> str:

@@ -49,19 +49,26 @@ def load_checkpoint(path, allow: Iterable = (), expect_dict: bool = True):
                 f"refusing to load {path}: it holds pickled objects other than tensors and "
                 f"plain containers (loaded with weights_only=True; only load files you trust "
                 f"with other tools)") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint: {_first_line(exc)}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {_reason(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - garbage bytes fail in many ways inside unpickling
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated, corrupt or not written by "
-            f"torch.save): {_first_line(exc)}") from None
+            f"torch.save): {_reason(exc)}") from None
     if expect_dict and not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
 
 
-def _first_line(exc) -> str:
+def _reason(exc) -> str:
+    """The cause of a load failure in one line, without torch's advice to load
+    the file with weights_only=False (never a fix for a file one cannot trust)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or "weights_only" in lines[0]:
+        return type(exc).__name__
+    return lines[0][:200]
 
 
 def save_checkpoint(obj, path) -> None:
@@ -73,7 +80,8 @@ def save_checkpoint(obj, path) -> None:
 
 def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
     """Drop a leading ``prefix`` (nn.DataParallel's 'module.') from every key that has it."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    return {k[len(prefix):] if isinstance(k, str) and k.startswith(prefix) else k: v
+            for k, v in state_dict.items()}
 
 
 def add_prefix(state_dict: dict, prefix: str = "module.") -> dict:
@@ -83,10 +91,15 @@ def add_prefix(state_dict: dict, prefix: str = "module.") -> dict:
 def state_dict_mismatch(expected: dict, found: dict) -> Optional[str]:
     """None when ``found`` has exactly the keys and shapes of ``expected``;
     otherwise a short description of what differs (counts and one example)."""
+    import torch
+
+    loose = [k for k, v in found.items() if not isinstance(v, torch.Tensor)]
+    if loose:  # a crafted file: numbers or strings where weights belong
+        return f"{len(loose)} entries are not tensors (e.g. {loose[0]!r})"
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     wrong = [k for k in expected if k in found
-             and tuple(getattr(found[k], "shape", ())) != tuple(expected[k].shape)]
+             and tuple(found[k].shape) != tuple(expected[k].shape)]
     if not (missing or unexpected or wrong):
         return None
     parts = []

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple
 
+from utils.atomic import leftovers
+from utils.engine.logs import log
 from utils.errors import UsageError
 
 
@@ -184,6 +186,20 @@ def _release_all() -> None:
         _release(Path(lock))
 
 
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of an interrupted write of ``path``: with its lock held,
+    no run of ours is writing them, so they are removed (and said so)."""
+    found = leftovers(path)
+    for tmp in found:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    if found:
+        log.warning(f"removed {len(found)} temporary file(s) an interrupted run left beside "
+                    f"{path} ({found[0].name}{', ...' if len(found) > 1 else ''})")
+
+
 def claim_outputs(outputs: Sequence[Output], inputs: Iterable[Tuple[object, str]] = (),
                   continuing: bool = False, overwrite: bool = False, lock: bool = True) -> Claim:
     """Check every output of a call before any long work, and lock the protected ones.
@@ -214,6 +230,7 @@ def claim_outputs(outputs: Sequence[Output], inputs: Iterable[Tuple[object, str]
             taken = _acquire(out.path, out.flag) if lock else None
             if taken is not None:
                 claim.locks.append(taken)
+                _remove_leftovers(out.path)
             if out.path.exists() and not continuing and not overwrite:
                 raise UsageError(f"{out.flag} {out.path} exists; pass --resume auto to continue "
                                  f"that run or --overwrite to start afresh and replace it")

@@ -21,6 +21,17 @@ def log_path(log_dir, bits, dataset: str) -> Path:
     return Path(log_dir) / f"{bits}bits_{dataset}_{datetime.now().strftime('%m%d%H%M')}.txt"
 
 
+class LogFile(logging.FileHandler):
+    """The log file; a write that fails (a full disk) stops it with one line
+    on stderr instead of logging's traceback, and the run goes on."""
+
+    def handleError(self, record):
+        exc = sys.exc_info()[1]
+        log.removeHandler(self)
+        sys.stderr.write(f"cannot write the log file {self.baseFilename}: "
+                         f"{getattr(exc, 'strerror', None) or exc}; logging to stdout only\n")
+
+
 @contextlib.contextmanager
 def logging_to(path: Optional[Path] = None, enabled: bool = True):
     """Messages of the ``hashing`` logger go to stdout (and ``path``, appended)
@@ -30,7 +41,13 @@ def logging_to(path: Optional[Path] = None, enabled: bool = True):
     if enabled:
         handlers.append(logging.StreamHandler(sys.stdout))
         if path is not None:
-            handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
+            try:
+                handlers.append(LogFile(path, mode="a", encoding="utf-8"))
+            except OSError as exc:
+                from utils.errors import UsageError
+
+                raise UsageError(f"cannot write the log file {path}: "
+                                 f"{exc.strerror or exc}") from None
     for h in handlers:
         h.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(h)

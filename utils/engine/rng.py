@@ -34,7 +34,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive NumPy/random seeds from torch's per-worker seed."""
+    """DataLoader ``worker_init_fn``: derive NumPy/random seeds from torch's
+    per-worker seed; Ctrl-C is the main process's to report (a worker's
+    traceback would only bury its one line)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

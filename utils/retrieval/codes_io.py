@@ -29,12 +29,34 @@ CODE_ARRAYS = ("db_codes", "query_codes", "db_labels", "query_labels")
 WHICH = ("db", "query")
 
 
+def _check_members(path: Path) -> None:
+    """Each member's header, read before its data: a shape the member does not
+    hold (a crafted header declaring terabytes) or an object array is refused
+    before anything is allocated."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))
+            if dtype.hasobject:
+                raise UsageError(f"{path}: array {info.filename[:-4]} holds Python objects "
+                                 f"(refused: reading them could run code)")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise UsageError(f"{path}: array {info.filename[:-4]} declares shape {shape} "
+                                 f"({nbytes} bytes) but holds {info.file_size} bytes")
+
+
 def load_npz(path, required=CODE_ARRAYS) -> dict:
     """Read the named arrays of an .npz, or raise UsageError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such file: {path}")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as z:
             missing = [name for name in required if name not in z.files]
             if missing:
@@ -43,8 +65,9 @@ def load_npz(path, required=CODE_ARRAYS) -> dict:
             return {name: z[name] for name in z.files}
     except UsageError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise UsageError(f"cannot read {path} as an .npz file: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - zip, zlib, header and allocation errors alike
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"cannot read {path} as an .npz file: {reason}") from None
 
 
 def save_npz(path, **arrays) -> None:
@@ -135,5 +158,9 @@ def db_metadata(z: dict):
     database items of a loaded file; None where the file does not hold them."""
     indices = z.get("db_indices")
     paths = z.get("db_paths")
+    if indices is not None and (indices.ndim != 1 or indices.dtype.kind not in "iu"):
+        raise ValueError(f"db_indices must be integers [N], got {indices.dtype} {indices.shape}")
+    if paths is not None and (paths.ndim != 1 or paths.dtype.kind != "U"):
+        raise ValueError(f"db_paths must be strings [N], got {paths.dtype} {paths.shape}")
     return (None if indices is None else np.asarray(indices, dtype=np.int64),
             None if paths is None else np.asarray(paths, dtype=str))

@@ -368,6 +368,10 @@ def save_index(index, path) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:  # e.g. a full disk
+        os.unlink(tmp)
+        reason = getattr(exc, "strerror", None) or _faiss_reason(exc)
+        raise UsageError(f"cannot write {path}: {reason}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -71,6 +71,10 @@ def to_bits(codes, num_bits: Optional[int] = None, name: str = "codes") -> np.nd
     t = _numpy(codes)
     if t.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [n, bits], got shape {tuple(t.shape)}")
+    if t.shape[1] == 0:
+        raise ValueError(f"{name} have 0 bits: nothing to rank by")
+    if t.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold -1/+1 or 0/1 numbers, got dtype {t.dtype}")
     if t.dtype == np.bool_:
         return t
     if t.size == 0:
@@ -80,6 +84,8 @@ def to_bits(codes, num_bits: Optional[int] = None, name: str = "codes") -> np.nd
     if bool((positive | (t == -1)).all()) or bool((positive | (t == 0)).all()):
         return positive
     values = np.unique(t)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found NaN or inf")
     if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):
         raise ValueError(f"{name} must hold only -1/+1 or 0/1 values, found non-integer values")
     vals = sorted(int(v) for v in values.tolist())
@@ -109,6 +115,10 @@ def as_labels(labels, name: str = "labels") -> np.ndarray:
     taken as single-label ids.
     """
     t = _numpy(labels)
+    if t.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numbers, got dtype {t.dtype}")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise ValueError(f"{name} hold NaN or inf")
     if t.ndim == 2 and t.shape[1] == 1:
         t = t[:, 0]
     if t.ndim == 1:

@@ -61,6 +61,8 @@ def check_mlp(mlp, feature_dim: Optional[int] = None) -> tuple:
             f"got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise ValueError(f"mlp must hold floating-point values, got dtype {t.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("mlp holds NaN or inf")
     num_books, len_word, num_words = (int(s) for s in t.shape)
     if min(num_books, len_word, num_words) < 1:
         raise ValueError(f"mlp has an empty dimension: shape {tuple(t.shape)}")
@@ -82,6 +84,8 @@ def _check_features(features, mlp, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a 2-D tensor [n, D], got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         raise ValueError(f"{name} must hold floating-point values, got dtype {t.dtype}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} hold NaN or inf")
     check_mlp(mlp, t.shape[1])
     return t
 

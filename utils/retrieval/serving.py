@@ -72,6 +72,19 @@ def read_sidecar(index_path):
                if not isinstance(meta, dict) or key not in meta]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}; rebuild with index.py build")
+    kinds = (*fi.KINDS, "pq")
+    wrong = [key for key, ok in (("num_bits", lambda v: _count(v) and v >= 1),
+                                 ("num_items", _count),
+                                 ("type", lambda v: v in kinds))
+             if not ok(meta[key])]
+    for key, kind in (("db_indices", int), ("db_paths", str)):
+        values = meta.get(key)
+        if values is not None and (not isinstance(values, list) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in values)):
+            wrong.append(key)
+    if wrong:
+        raise UsageError(f"{path}: {', '.join(wrong)} of the wrong type or value; rebuild with "
+                         f"index.py build")
     indices, paths = meta.pop("db_indices", None), meta.pop("db_paths", None)
     if "ids_file" in meta:
         z = load_npz(path.parent / meta["ids_file"], required=())
@@ -81,6 +94,10 @@ def read_sidecar(index_path):
             raise UsageError(f"{path}: {len(values)} {name} for {meta['num_items']} items; "
                              f"rebuild with index.py build")
     return meta, indices, paths
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class PQIndex:
@@ -152,7 +169,6 @@ def build(codes_path, out, kind=None, nlist=None, hash_bits=None, nprobe=None, n
                                       hash_bits=hash_bits, nprobe=nprobe, nflip=nflip)
     except ValueError as exc:
         raise UsageError(f"--type {kind}: {exc}") from None
-    fi.save_index(index, out)
     meta = {"num_bits": num_bits, "type": kind, "faiss_class": type(index).__name__,
             "num_items": int(index.ntotal), "bytes_per_item": fi.code_size(num_bits),
             "codes_file": os.path.abspath(codes_path)}
@@ -161,12 +177,30 @@ def build(codes_path, out, kind=None, nlist=None, hash_bits=None, nprobe=None, n
     elif kind == "hash":
         nhash, b = fi.hash_layout(num_bits, hash_bits)
         meta.update(nhash=nhash, hash_bits=b, nflip=int(index.nflip))
-    write_sidecar(out, meta, indices, paths)
+    _write_pair(out, lambda path: fi.save_index(index, path), meta, indices, paths)
     return meta
 
 
+def _write_pair(out, write_index, meta, indices, paths) -> None:
+    """The index file and its sidecar replaced together: the index is written
+    beside its name first, the sidecar next, then the index renamed into
+    place; a failure (a full disk) leaves the old pair, or no pair."""
+    out = Path(out)
+    staged = out.with_name(f".{out.name}.new")
+    try:
+        write_index(staged)
+        write_sidecar(out, meta, indices, paths)
+        os.replace(staged, out)
+    finally:
+        if staged.exists():
+            staged.unlink()
+
+
 def _metadata(z, n, codes_path):
-    indices, paths = db_metadata(z)
+    try:
+        indices, paths = db_metadata(z)
+    except ValueError as exc:
+        raise UsageError(f"{codes_path}: {exc}") from None
     for name, values in (("db_indices", indices), ("db_paths", paths)):
         if values is not None and len(values) != n:
             raise UsageError(f"{codes_path}: {len(values)} {name} for {n} database codes")
@@ -186,12 +220,12 @@ def _build_pq(z, codes_path, out) -> dict:
             raise ValueError("it holds neither db_index nor db_features")
     except ValueError as exc:
         raise UsageError(f"{codes_path}: {exc}") from None
-    save_npz(out, db_index=db_index, mlp=z["mlp"])
     indices, paths = _metadata(z, len(db_index), codes_path)
     meta = {"num_bits": int(round(code_bits(z["mlp"]))), "type": "pq",
             "num_items": int(len(db_index)), "bytes_per_item": int(db_index.shape[1]),
             "codes_file": os.path.abspath(codes_path)}
-    write_sidecar(out, meta, indices, paths)
+    _write_pair(out, lambda path: save_npz(path, db_index=db_index, mlp=z["mlp"]), meta,
+                indices, paths)
     return meta
 
 
