@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from data.registry import Splits
@@ -31,10 +31,11 @@ class TensorBatches:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool = False, seed: int = 0, device=None, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1, batch_sampler=None):
+                 rank: int = 0, world_size: int = 1, batch_sampler=None, indexed: bool = False):
         device = torch.device(device) if device is not None else images.device
         self.images, self.labels = images.to(device), torch.as_tensor(labels).to(device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.indexed = indexed  # batches are (inputs, labels, item indices)
         self.rank, self.world_size = rank, world_size
         self.batch_sampler = batch_sampler
         self.generator = torch.Generator().manual_seed(seed) if shuffle else None
@@ -53,15 +54,14 @@ class TensorBatches:
 
     def __iter__(self):
         if self.batch_sampler is not None:
-            for batch in self.batch_sampler:
-                index = torch.as_tensor(batch, device=self.images.device)
-                yield self.images[index], self.labels[index]
-            return
-        order = self._order().to(self.images.device)
-        stop = len(self) * self.batch_size
-        for start in range(0, min(stop, len(order)), self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.images[index], self.labels[index]
+            batches = (torch.as_tensor(b, device=self.images.device) for b in self.batch_sampler)
+        else:
+            order = self._order().to(self.images.device)
+            stop = min(len(self) * self.batch_size, len(order))
+            batches = (order[s:s + self.batch_size] for s in range(0, stop, self.batch_size))
+        for index in batches:
+            batch = (self.images[index], self.labels[index])
+            yield (*batch, index) if self.indexed else batch
 
 
 def in_memory_tensors(dataset):
@@ -89,14 +89,29 @@ def default_workers(splits: Splits) -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
+class Indexed(Dataset):
+    """A dataset whose items carry their index: (input, label, index)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return (*self.dataset[index], index)
+
+
 def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: int = 0,
                  workers: Optional[int] = None, train: bool = True, rank: int = 0,
                  world_size: int = 1, eval_batch_size: Optional[int] = None,
-                 train_sampler=None) -> Loaders:
+                 train_sampler=None, indexed: bool = False) -> Loaders:
     """Loaders over ``splits``.  Under torchrun (``world_size`` > 1) each
     process draws its share of every epoch through a DistributedSampler
     (``batch_size`` is then the batch of one process).  ``train_sampler``
-    (a batch sampler, e.g. class-balanced) replaces the shuffled order."""
+    (a batch sampler, e.g. class-balanced) replaces the shuffled order;
+    ``indexed``: training batches also carry the items' indices in the
+    training split (for methods with per-item state, DPSH's U)."""
     eval_bs = eval_batch_size or batch_size
     memory = [in_memory_tensors(d) for d in (splits.train, splits.database, splits.queries)]
     if splits.in_memory and all(m is not None for m in memory):
@@ -105,7 +120,8 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
             n = len(range(rank, len(splits.train), world_size))
             loader = TensorBatches(*memory[0], batch_size, shuffle=train_sampler is None, seed=seed,
                                    device=device, drop_last=n % batch_size == 1, rank=rank,
-                                   world_size=world_size, batch_sampler=train_sampler)
+                                   world_size=world_size, batch_sampler=train_sampler,
+                                   indexed=indexed)
         return Loaders(loader, TensorBatches(*memory[1], eval_bs, device=device),
                        TensorBatches(*memory[2], eval_bs, device=device))
     workers = default_workers(splits) if workers is None else workers
@@ -116,8 +132,9 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
     queries = DataLoader(splits.queries, batch_size=eval_bs, shuffle=False, **common)
     loader = None
     if train:
+        train_set = Indexed(splits.train) if indexed else splits.train
         if train_sampler is not None:
-            loader = DataLoader(splits.train, batch_sampler=train_sampler, **common)
+            loader = DataLoader(train_set, batch_sampler=train_sampler, **common)
         else:
             if world_size > 1:
                 sampler = DistributedSampler(splits.train, world_size, rank, shuffle=True, seed=seed)
@@ -127,6 +144,6 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
                 order = dict(shuffle=True, generator=torch.Generator().manual_seed(seed))
             # a last batch of one sample would break BatchNorm in training mode
             drop_last = per_process % batch_size == 1
-            loader = DataLoader(splits.train, batch_size=batch_size, drop_last=drop_last,
+            loader = DataLoader(train_set, batch_size=batch_size, drop_last=drop_last,
                                 **order, **common)
     return Loaders(loader, database, queries)

@@ -329,6 +329,15 @@ class Method(nn.Module):
     def forward(self, inputs, targets) -> torch.Tensor:
         raise NotImplementedError
 
+    #: training batches carry the items' indices (methods with per-item state)
+    indexed: ClassVar[bool] = False
+
+    def backward(self, loss, scaler=None) -> None:
+        """The backward pass of one step's loss (``scaler``: fp16's grad
+        scaler).  A method whose published step is not one backward of one
+        loss (DDAH's two optimizers) overrides it."""
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
     def configure_optimizers(self, recipe):
         """(optimizer, lr scheduler): by default the recipe's SGD and StepLR."""
         optimizer = torch.optim.SGD(self.parameters(), lr=recipe.lr, momentum=recipe.momentum,

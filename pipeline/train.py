@@ -269,7 +269,8 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
         sampler = method.train_sampler(splits.train, recipe, engine.seed, dist.rank,
                                        dist.world_size)
         loaders = make_loaders(splits, recipe.batch, device, engine.seed, data.workers,
-                               rank=dist.rank, world_size=dist.world_size, train_sampler=sampler)
+                               rank=dist.rank, world_size=dist.world_size, train_sampler=sampler,
+                               indexed=cls.indexed)
         optimizer, scheduler = method.configure_optimizers(recipe)
         metrics = metric_options(cls, options.metrics)
         our_keys = {**method.our_keys(), "data": data.record(),

@@ -134,3 +134,47 @@ def test_ctrl_c_names_the_file_that_holds_the_last_epoch(tmp_path):
     assert load_checkpoint(tmp_path / "m_last.tar")["train_state"]["epoch"] == 1
     with pytest.raises(TrainingInterrupted, match="interrupted in epoch 1, before any checkpoint"):
         run(tmp_path, 3, Toy(fail_at=(1, "interrupt")))
+
+
+class IndexedToy(Toy):
+    """A method with per-item state: its batches carry the items' indices, and
+    it owns its backward (counted here)."""
+    indexed = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.backwards = [], 0
+
+    def unpack(self, batch, device):
+        x, labels, index = batch
+        self.seen += index.tolist()
+        return x.to(device), labels.to(device)
+
+    def backward(self, loss, scaler=None):
+        self.backwards += 1
+        super().backward(loss, scaler)
+
+
+def test_indexed_batches_and_a_method_that_owns_its_backward(tmp_path):
+    from data import Splits, make_loaders
+
+    x, y = torch.randn(20, 6), torch.arange(20) % 4
+
+    class Rows(torch.utils.data.Dataset):
+        images, labels, transform = x, y, None
+
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return x[i], y[i]
+
+    splits = Splits(Rows(), Rows(), Rows(), 4, None, in_memory=True)
+    method = IndexedToy()
+    loaders = make_loaders(splits, 8, torch.device("cpu"), indexed=True)
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    config = FitConfig(2, torch.device("cpu"), RunFiles(last=tmp_path / "l.tar"), progress=False)
+    fit(method, optimizer, scheduler, loaders, config)
+    assert sorted(method.seen) == sorted(list(range(20)) * 2)  # every item once an epoch
+    assert method.backwards == 6  # 3 batches an epoch, each through the method's backward

@@ -219,12 +219,11 @@ def train_one_epoch(trained, method, optimizer, scaler, loader, config: FitConfi
         with autocast(device, dtype):
             loss = trained(inputs, targets)
         optimizer.zero_grad(set_to_none=True)
+        method.backward(loss, scaler)
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         pending[len(sizes)] = loss.detach()
         sizes.append(len(targets))
