@@ -360,7 +360,9 @@ class FeatureRows(Dataset):
 
 class ImageRows(Dataset):
     """Rows of the raw-image view, read lazily through the published transform
-    (uint8 [3, W, H] -> PIL -> CenterCrop 224 -> ImageNet normalisation)."""
+    (uint8 [3, W, H] -> PIL -> ToTensor -> ImageNet normalisation, at the
+    stored size: the published loader's CenterCrop(224) is commented out, and
+    the VGG's adaptive pooling takes any size)."""
 
     def __init__(self, view: ViewData, rows):
         from torchvision import transforms
@@ -368,7 +370,7 @@ class ImageRows(Dataset):
         self.view, self.rows = view, np.asarray(rows)
         self.labels = np.asarray(view.labels)[self.rows]  # the rows' label matrix
         self.transform = transforms.Compose([
-            transforms.ToPILImage(), transforms.CenterCrop(224), transforms.ToTensor(),
+            transforms.ToPILImage(), transforms.ToTensor(),
             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 
     def __len__(self):

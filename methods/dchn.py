@@ -440,8 +440,8 @@ def save_codes_mat(path, queries, retrievals) -> None:
     """The published features file: ``savemat`` of one list per key, each a
     view's array (codes as int64 ±1, labels as read), which scipy stores as
     one stacked [views, rows, bits] array when the views' shapes match (the
-    paired data sets) and as a cell array otherwise (XMedia; NumPy >= 1.24
-    refuses such ragged lists, where the published call then stops)."""
+    paired data sets) and as a 1 x V cell array otherwise (XMedia's views
+    have different row counts), as scipy writes the published call's lists."""
     from scipy.io import savemat
 
     from utils.atomic import atomic_open

@@ -241,3 +241,20 @@ def test_pip_install_puts_no_generic_package_into_site_packages(tmp_path):
     assert not [n for n in names if n.split("/")[0] in ALLOWED or n.endswith(".py")], names
     metadata = next(n for n in names if n.endswith("METADATA"))
     assert "Requires-Dist: torch" in zipfile.ZipFile(wheel).read(metadata).decode()
+
+
+def test_every_bound_is_documented():
+    """docs/errors.md lists each bounded flag with its range (the table row
+    that names the flag holds its upper bound)."""
+    from utils.cli.parser import MAX_COUNT
+
+    rows = [line for line in (ROOT / "docs" / "errors.md").read_text().splitlines()
+            if line.startswith("| `--")]
+    for name, parser in parsers():
+        for a in all_actions(parser):
+            kind = getattr(a.type, "kind", None)
+            if kind is not int or a.type.high in (None, MAX_COUNT) or not a.option_strings:
+                continue
+            flag = a.option_strings[0]
+            row = [r for r in rows if f"`{flag}`" in r.split("|")[1]]
+            assert row and f"to {a.type.high}" in row[0], (name, flag)
