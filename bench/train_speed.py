@@ -104,8 +104,14 @@ def data(s: Setting, method, recipe, steps: int, device):
     faces = make_synthetic_faces(classes, -(-n // classes), 0, img_size=s.facts.img_size)
     images, labels = faces.train_images[:n], faces.train_labels[:n]
     sampler = method.train_sampler(TensorBatches(images, labels, s.batch), recipe, 0, 0, 1)
-    return TensorBatches(images, labels, s.batch, shuffle=sampler is None, device=device,
-                         batch_sampler=sampler)
+    loader = TensorBatches(images, labels, s.batch, shuffle=sampler is None, device=device,
+                           batch_sampler=sampler, indexed=method.indexed)
+    if method.indexed:  # per-item state over these items (DPSH's and DSDH's code tables)
+        from data.registry import Splits
+
+        method.prepare(Splits(loader, loader, loader, classes, s.facts.img_size, in_memory=True),
+                       None, 0)
+    return loader
 
 
 def sync(device):
@@ -130,6 +136,14 @@ def interleaved(fns, repeats, device) -> list:
     return best
 
 
+def code_layer(out):
+    """The output the codes come from: a list's last (OPQN's features), a
+    tuple's first (DDH's code layer, DDAH's attention-pass hash)."""
+    if isinstance(out, tuple):
+        return out[0]
+    return out[-1] if isinstance(out, list) else out
+
+
 def measure(s: Setting, args, device) -> dict:
     from utils.engine.distributed import DistInfo
     from utils.engine.files import RunFiles
@@ -145,8 +159,7 @@ def measure(s: Setting, args, device) -> dict:
     inputs, targets = method.unpack(next(iter(loader)), device)
 
     with torch.no_grad():
-        out = method.network(inputs)
-    out = out[-1] if isinstance(out, list) else out
+        out = code_layer(method.network(inputs))
     # the outputs summed with fixed random signs: a plain sum has a zero gradient
     # behind the final BatchNorm of DCDH's and OPQN's networks, and the denormal
     # numbers that backward then produces make CPUs far slower than real training
@@ -156,8 +169,7 @@ def measure(s: Setting, args, device) -> dict:
     def bare():
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, dtype):
-            out = method.network(inputs)
-        out = out[-1] if isinstance(out, list) else out
+            out = code_layer(method.network(inputs))
         (out.float() * signs).sum().backward()
         optimizer.step()
 
@@ -165,7 +177,7 @@ def measure(s: Setting, args, device) -> dict:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, dtype):
             loss = trained(inputs, targets)
-        loss.backward()
+        method.backward(loss, None)  # the method's own step (DDAH's extra gradient)
         optimizer.step()
 
     config = FitConfig(1, device, RunFiles(last="unused"), speed=speed, progress=False)
