@@ -3,24 +3,32 @@
   python reproduce.py --methods dcdh opqn triplet --dataset synthetic --bits 16 32 --train-missing --epochs 3
   python reproduce.py --methods triplet --dataset cub --bits 16 64 --checkpoints runs/
   python reproduce.py --methods dchn --dataset mirflickr25k --bits 16 32 64 128 --checkpoints dchn_runs/
+  python reproduce.py --methods dcdh opqn --dataset synthetic --bits 16 --seeds 3 --train-missing
 
 Rows are methods (DCHN: query view -> retrieval view), columns code lengths;
 cells hold mAP (and, with --columns, tie-aware mAP, P@H<=2, R@H<=2, P@k),
 with the published value beside it where the project knows one
 (methods/recipes/published_results.json; unknown cells stay empty).
 Each cell's checkpoint is the one its method's training writes under
---checkpoints; --train-missing trains the cells whose run has not finished
-with each method's recipe, resumably (a rerun continues each cell from its
-_last file).
+--checkpoints (seed s > 0: under --checkpoints/seed<s>); --train-missing
+trains the cells whose run has not finished with each method's recipe,
+resumably (a rerun continues each cell from its _last file).  A cell is used
+only when its file records the settings this command asks for (config,
+recipe with --epochs / --batch, seed, data); otherwise the table stops with
+one line, unless --train-missing (train it again as asked) or
+--accept-mismatch (use it, marked ‡).  --seeds N gives each cell's mean,
+standard deviation, minimum and maximum over N seeds, and a paired t-test
+between methods on the same seeds (≈: within the noise of the best).
 """
 
 import sys
 
 import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
-from pipeline.cli import (add_device_arg, add_report_args, add_synthetic_args, data_options,
-                          engine_options, metric_values, report_options)
-from utils.cli import (ArgumentParser, UsageError, code_length, image_side, positive_int,
-                       run_script)
+from pipeline.cli import (add_cache_args, add_device_arg, add_protocol_args, add_report_args,
+                          add_synthetic_args, data_options, engine_options, metric_values,
+                          report_options)
+from utils.cli import (ArgumentParser, UsageError, code_length, image_side, int_between,
+                       positive_int, run_script, seed_int)
 
 
 def get_args_parser():
@@ -42,6 +50,13 @@ def get_args_parser():
                    help="epochs for --train-missing (default: each method's recipe)")
     p.add_argument("--batch", type=positive_int,
                    help="batch size for --train-missing (default: each method's recipe)")
+    p.add_argument("--seeds", type=int_between(1, 1000, "seeds"), default=1,
+                   help="train and evaluate every cell with N seeds (--seed, --seed + 1, ...) "
+                        "and report mean, std, min and max")
+    p.add_argument("--seed", type=seed_int, default=0, help="the first seed")
+    p.add_argument("--accept-mismatch", action="store_true",
+                   help="use cells whose files were trained with other settings than this "
+                        "command asks for (marked ‡ in the table)")
     p.add_argument("--columns", nargs="+", default=["mAP"],
                    help="per cell: mAP, tie (tie-aware mAP), P@H2, R@H2, P@k (e.g. P@10)")
     p.add_argument("--data-root", help="dataset folder, passed to every method")
@@ -49,6 +64,8 @@ def get_args_parser():
                    help="FaceScrub / YouTube Faces: the DDH pickles or the image folders for every "
                         "method (default: each method's own, as its published code reads them)")
     p.add_argument("--img-size", type=image_side, help="input size for the image methods")
+    add_protocol_args(p)
+    add_cache_args(p)
     add_synthetic_args(p)
     add_device_arg(p)
     p.add_argument("--json", metavar="OUT", help='write {"rows": [{"method", "bits", "mAP", ...}]}')
@@ -61,7 +78,8 @@ def get_args_parser():
 def main(args):
     from pipeline.outputs import claim_call_outputs
     from pipeline.tables import (TableOptions, build_table, cell_files, check_table, csv_text,
-                                 markdown, report_table)
+                                 mark_within_noise, markdown, over_seeds, paired_tests,
+                                 provenance_table, report_table)
     from utils.atomic import atomic_write_bytes
     from utils.cli.output import write_json
 
@@ -75,7 +93,8 @@ def main(args):
     options = TableOptions(tuple(args.methods), data_options(args), tuple(args.bits),
                            args.checkpoints, args.train_missing,
                            {"epochs": args.epochs, "batch": args.batch}, tuple(args.columns),
-                           engine_options(args), metric_values(args))
+                           engine_options(args), metric_values(args), args.seeds,
+                           args.accept_mismatch)
     check_table(options)
     report = report_options(args)
     claim = claim_call_outputs(args.json, (), report, inputs=cell_files(options),
@@ -85,9 +104,16 @@ def main(args):
             f"[cell {n}/{total}] {method}, {bits} bits on {args.dataset} ...", file=sys.stderr,
             flush=True))
         rows = [r.as_dict(args.dataset, args.columns) for r in cells]
+        tests = []
+        if args.seeds > 1:
+            rows = over_seeds(rows, args.columns)
+            tests = paired_tests(rows)
+            mark_within_noise(rows, tests)
         print(markdown(rows, args.bits, args.columns))
         if args.json:
-            write_json(args.json, {"dataset": args.dataset, "columns": args.columns, "rows": rows})
+            write_json(args.json, {"dataset": args.dataset, "columns": args.columns,
+                                   "seeds": options.seed_values(), "rows": rows,
+                                   "paired_tests": tests})
         if args.csv:
             atomic_write_bytes(args.csv, csv_text(rows).encode())
         if report.wanted:
@@ -95,10 +121,9 @@ def main(args):
 
             runs = [(f"{r.method}{' ' + r.task if r.task else ''} {r.bits} bits", r.metrics)
                     for r in cells if r.metrics]
-            write_outputs(report, f"reproduce.py on {args.dataset}",
-                          {"methods": " ".join(args.methods), "bits": " ".join(map(str, args.bits)),
-                           "dataset": args.dataset, "checkpoints": args.checkpoints}, runs,
-                          extra_tables=[report_table(rows, args.columns)])
+            write_outputs(report, f"reproduce.py on {args.dataset}", {"command": " ".join(
+                sys.argv) or "reproduce.py", **vars(args)}, runs,
+                extra_tables=[report_table(rows, args.columns), provenance_table(rows)])
         return {"rows": rows}
     finally:
         claim.release()

@@ -64,6 +64,8 @@ class Splits:
     multi_label: bool = False  # label matrices [n, C] instead of class ids
     view_names: tuple = ()  # multi-view data: every view's name
     view: Optional[int] = None  # multi-view data: the view these splits hold
+    sources: tuple = ()  # the list / batch files read (checksums in the protocol statement)
+    protocol: Optional[str] = None  # the named protocol these splits follow (data/protocols.py)
 
     def facts(self) -> DataFacts:
         return DataFacts(self.num_classes, self.img_size, self.input_dim, self.multi_label)

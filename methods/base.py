@@ -157,6 +157,17 @@ def class_ids(labels) -> torch.Tensor:
     return labels.long()
 
 
+def label_targets(labels) -> torch.Tensor:
+    """Class ids [n] (see ``class_ids``), or a label matrix [n, C] kept as it
+    is: multi-label data, whose relevance is sharing a label.  Training on
+    such rows is for methods with ``multi_label`` (pipeline.train refuses
+    the others in one line); evaluation ranks any method's codes on them."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return labels
+    return class_ids(labels)
+
+
 def sign_codes(outputs: torch.Tensor) -> torch.Tensor:
     """+1 where the output is > 0, else -1 (int8): the binarisation of every
     Hamming method here (``torch.sign`` would give 0 for an exact 0)."""
@@ -188,6 +199,8 @@ class Method(nn.Module):
     checkpoint_allow: ClassVar[tuple] = ()
     #: the extension of its checkpoint files
     suffix: ClassVar[str] = ".tar"
+    #: trains on label vectors [n, C] (multi-label data); else one class id per item
+    multi_label: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, facts: DataFacts):
         super().__init__()
@@ -324,7 +337,7 @@ class Method(nn.Module):
         """(inputs, targets) of a loader batch, on ``device``."""
         images, labels = batch
         return (images.to(device, non_blocking=True),
-                class_ids(labels).to(device, non_blocking=True))
+                label_targets(labels).to(device, non_blocking=True))
 
     def forward(self, inputs, targets) -> torch.Tensor:
         raise NotImplementedError

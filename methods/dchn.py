@@ -111,6 +111,7 @@ class DCHNView(Method):
     Config = DCHNConfig
     Recipe = DCHNRecipe
     data_kind = "multiview"
+    multi_label = True  # label matrices [n, C]
     preset = "dchn"
     suffix = ".pth.tar"
     checkpoint_allow = tuple(CHECKPOINT_ALLOW)

@@ -16,6 +16,10 @@ logs only), so the layout is ours: ``{'dpsh': {'net': state_dict}}`` (DSDH:
 ``U`` and ``B`` [num_train, bits] (float32).  No other method reads a file
 with a top-level ``dpsh`` / ``dsdh`` entry.
 
+Labels: class ids, or 0/1 label vectors (multi-label lists such as
+NUS-WIDE or MS-COCO, ``--dataset imagelist``): a pair is similar when it
+shares a label, as in the DPSH and DSDH papers' NUS-WIDE protocol.
+
 Under torchrun each process writes the rows of every process's batch (the
 batch outputs and indices are all-gathered each step), so every process
 holds the whole ``U`` of a single-process run with a batch of
@@ -32,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import models.alexnet_hash  # noqa: F401 - registers alexnet_hash
-from methods.base import DataFacts, Method, MethodConfig, Recognised, class_ids, option
+from methods.base import DataFacts, Method, MethodConfig, Recognised, label_targets, option
 from methods.recipes.dpsh import DPSHRecipe, default_arch, default_pretrained, recipe_for
 from methods.registry import register_method
 from models.losses.dpsh import dpsh_loss, write_rows
@@ -63,14 +67,15 @@ def recognise_net(state: dict) -> Tuple[Optional[str], Optional[int]]:
 
 
 def training_labels(dataset) -> torch.Tensor:
-    """The class id of every training item, in index order."""
+    """The class id (or the label vector) of every training item, in index order."""
     labels = getattr(dataset, "labels", None)
-    if labels is None:
-        labels = getattr(dataset, "targets", None)
+    for name in ("targets", "label_matrix"):  # class ids; multi-label lists' 0/1 rows
+        if labels is None:
+            labels = getattr(dataset, name, None)
     if labels is None:
         raise UsageError(f"the training split ({type(dataset).__name__}) does not list its "
                          f"labels; the per-item code tables need them")
-    return class_ids(torch.as_tensor(labels))
+    return label_targets(labels)
 
 
 def gathered(values: torch.Tensor, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +117,7 @@ class CodeTableMethod(Method):
     (their signs).  Subclasses give ``batch_loss``."""
 
     indexed = True
+    multi_label = True  # the losses' similarity: sharing a label
     preset = "dcdh"
     #: the key of the checkpoint layout (the registry name)
     layout_key: ClassVar[str] = ""
@@ -151,27 +157,33 @@ class CodeTableMethod(Method):
         return 0 if self.U is None else int(self.U.shape[0])
 
     def unpack(self, batch, device):
-        """Training batches (images, labels, indices) -> targets [bs, 2] of
-        (class id, index); evaluation batches (images, labels) -> class ids."""
+        """Training batches (images, labels, indices) -> targets [bs, 1 + w]:
+        the index, then the class id (w = 1) or the label vector (w = C);
+        evaluation batches (images, labels) -> labels."""
         if len(batch) != 3:
             return super().unpack(batch, device)
         images, labels, index = batch
-        targets = torch.stack([class_ids(labels).to(device), torch.as_tensor(index).to(device)], 1)
+        labels = label_targets(labels)
+        columns = labels[:, None] if labels.ndim == 1 else labels
+        targets = torch.cat([torch.as_tensor(index)[:, None].to(device),
+                             columns.to(device).long()], 1)
         return images.to(device, non_blocking=True), targets
 
     def forward(self, images, targets):
-        if targets.ndim != 2:
+        if targets.ndim != 2 or targets.shape[1] < 2:
             raise ValueError(f"{self.name} trains on batches that carry their items' indices "
-                             f"(targets [bs, 2] of unpack), got targets of shape "
-                             f"{tuple(targets.shape)}")
+                             f"(targets [bs, 1 + label columns] of unpack), got targets of "
+                             f"shape {tuple(targets.shape)}")
         if self.U is None:
             raise RuntimeError(f"{self.name}: call prepare(splits, ...) before training (it "
                                f"allocates the per-item tables)")
+        index = targets[:, 0]
+        labels = targets[:, 1] if self.train_labels.ndim == 1 else targets[:, 1:]
         outputs = self.net(images)
         with torch.autocast(outputs.device.type, enabled=False):
             outputs = outputs.float()
-            self.write_other_rows(outputs, targets[:, 1])
-            return self.batch_loss(outputs, targets[:, 0], targets[:, 1])
+            self.write_other_rows(outputs, index)
+            return self.batch_loss(outputs, labels, index)
 
     def write_other_rows(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
         """Under torchrun: the rows of the other processes' batches."""

@@ -36,15 +36,42 @@ def add_data_args(parser, kind, default, root_help=None, synthetic: bool = True)
     g.add_argument("--img-size", type=image_side,
                    help="input size (default: the dataset's; DDH pickles are 32)")
     add_workers_arg(g)
+    add_cache_args(g)
     g.add_argument("--skip-bad-images", action="store_true",
                    help="leave out unreadable images of an image folder tree instead of stopping")
     g.add_argument("--layout", choices=["ddh", "folders"],
                    help="FaceScrub / YouTube Faces: the DDH pickles or the 32x32 image folders "
                         "(default: where the method's published code looks first; DCDH "
                         "./FaceScrub, OPQN ./data/facescrub)")
+    add_protocol_args(g)
     if synthetic:
         add_synthetic_args(g)
     return g
+
+
+def protocol_type(text):
+    """--protocol's type: a named protocol (any spelling), else one line."""
+    from data import DatasetError
+    from data.protocols import protocol
+
+    try:
+        return protocol(text).name
+    except DatasetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_protocol_args(group):
+    group.add_argument("--protocol", type=protocol_type,
+                       help="the named protocol the data follows (docs/protocols.md); with "
+                            "--dataset imagelist one of nuswide21, nuswide81, coco, imagenet100, "
+                            "mirflickr25k, voc2012 (DeepHash-pytorch's spellings too); default: "
+                            "the dataset's own")
+    group.add_argument("--list-dir", help="--dataset imagelist: the folder of train.txt, "
+                       "test.txt and database.txt when not --data-root (DeepHash-pytorch keeps "
+                       "them in data/<name>/, the images under --data-root)")
+    group.add_argument("--download", action="store_true",
+                       help="CIFAR-10: download torchvision's copy into --data-root when it is "
+                            "missing (needs a network connection)")
 
 
 def dataset_list(kind) -> str:
@@ -79,8 +106,18 @@ def add_synthetic_args(group):
 
 def add_workers_arg(group):
     group.add_argument("--workers", type=worker_count,
-                       help="data loader processes for image files (default: from the CPU "
-                            "count; in-memory data needs none)")
+                       help="data loader processes for image files (default: one per CPU core; "
+                            "in-memory data needs none)")
+
+
+def add_cache_args(group):
+    group.add_argument("--cache", choices=["auto", "memory", "disk", "off"], default="auto",
+                       help="image files: decode and resize each image once per run and keep it "
+                            "(memory, or a file in --cache-dir), crop, flip and normalise per "
+                            "batch on the training device; auto: in memory when it takes at most "
+                            "half of the free memory, else on disk with --cache-dir, else off")
+    group.add_argument("--cache-dir", help="where --cache disk (or auto, for large sets) keeps "
+                                           "the decoded images while the run lasts")
 
 
 def add_device_arg(group):
@@ -238,6 +275,12 @@ def synthetic_options(args) -> dict:
                if getattr(args, flag, None) is not None}
     if getattr(args, "layout", None):
         options["layout"] = args.layout
+    if getattr(args, "protocol", None):
+        options["protocol"] = args.protocol
+    if getattr(args, "download", False):
+        options["download"] = True
+    if getattr(args, "list_dir", None):
+        options["list_dir"] = args.list_dir
     return options
 
 
@@ -247,7 +290,8 @@ def data_options(args, dataset=None, root=None, options=None, cross_dataset=Fals
     return DataOptions(dataset or args.dataset, root or getattr(args, "data_root", None),
                        getattr(args, "img_size", None), getattr(args, "workers", None),
                        bool(getattr(args, "skip_bad_images", False)), cross_dataset,
-                       synthetic_options(args) if options is None else options)
+                       synthetic_options(args) if options is None else options,
+                       getattr(args, "cache", "auto") or "auto", getattr(args, "cache_dir", None))
 
 
 def speed_options(args):

@@ -12,8 +12,9 @@ from itertools import groupby
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from pipeline.options import DataOptions, EvalOptions, metric_options
+from pipeline.options import DataOptions, EvalOptions, data_protocol, metric_options
 from pipeline.outputs import claim_call_outputs, write_results
+from utils.engine.provenance import of_checkpoint
 
 
 def resolve_device(name: str):
@@ -53,17 +54,43 @@ def evaluate_loaded(loaded: Sequence, data: DataOptions, ctx, expects: Sequence[
                  for i, item in enumerate(loaded)}
     cache = {} if cache is None else cache
 
+    built_splits = {}
+
     def build(item):
         if known and str(item.path) in known:
-            return known[str(item.path)]
-        splits = splits_for(item.cls, item.config, _data_for(item, data), cache)
-        method = item.build(splits.facts(), expect_of.get(str(item.path)) or {})
-        return method.to(ctx.device), splits
+            built = known[str(item.path)]
+        else:
+            splits = splits_for(item.cls, item.config, _data_for(item, data), cache)
+            method = item.build(splits.facts(), expect_of.get(str(item.path)) or {})
+            built = method.to(ctx.device), splits
+        built_splits[str(item.path)] = built[1]
+        return built
 
     results = []
     for cls, group in groupby(loaded, key=lambda item: item.cls):
-        results += cls.evaluate_group(list(group), build, ctx)
+        group = list(group)
+        evaluations = cls.evaluate_group(group, build, ctx)
+        records = [{"file": str(item.path), **of_checkpoint(item.obj)} for item in group]
+        for evaluation in evaluations:  # one per file, or one for a group (DCHN's views)
+            mine = [r for r in records if r["file"] == evaluation.metrics.get("checkpoint")]
+            record = mine[0] if mine else (records[0] if len(records) == 1 else records)
+            evaluation.metrics["provenance"] = record
+            first = record if isinstance(record, dict) else record[0]
+            splits = built_splits.get(first["file"])
+            if splits is not None:
+                evaluation.metrics["protocol"] = protocol_statement(cls, data, splits, ctx)
+        results += evaluations
     return results
+
+
+def protocol_statement(cls, data: DataOptions, splits, ctx) -> dict:
+    """How the numbers were measured: the protocol, the split sizes found, the
+    files read (sha256), relevance, ties and the policy for queries without a
+    relevant item."""
+    from data.protocols import protocol_of, statement
+
+    return statement(protocol_of(data.dataset, splits, cls.data_kind, data.cross_dataset), splits,
+                     skip_no_relevant=ctx.metrics.skip_no_relevant)
 
 
 def evaluate(options: EvalOptions) -> list:
@@ -72,6 +99,7 @@ def evaluate(options: EvalOptions) -> list:
     from utils.engine.checkpoint import resolve_checkpoint
     from utils.engine.logs import logging_to
 
+    data_protocol(options.data)  # --protocol fits --dataset: before any file is read
     paths = [resolve_checkpoint(name, options.checkpoint_dir) for name in options.checkpoints]
     claim = claim_call_outputs(options.json, options.save_codes, options.report,
                                inputs=[(p, "--load") for p in paths])
@@ -99,8 +127,8 @@ def _evaluate_files(options: EvalOptions, paths) -> list:
         splits_for(method_class(options.method), {}, options.data, cache)
     loaded = [from_checkpoint(p, options.method) for p in paths]
     ctx = EvalContext(resolve_device(options.engine.device),
-                      metric_options(loaded[0].cls, options.metrics), options.batch,
-                      options.data.workers, options.engine.progress)
+                      metric_options(loaded[0].cls, options.metrics, options.data),
+                      options.batch, options.data.workers, options.engine.progress)
     return evaluate_loaded(loaded, options.data, ctx, options.expect, cache=cache)
 
 

@@ -24,6 +24,8 @@ class DataOptions:
     skip_bad_images: bool = False
     cross_dataset: bool = False  # OPQN -c evaluation: cross_train/ and cross_test/
     options: Mapping[str, Any] = field(default_factory=dict)  # reader options (synthetic sizes, ...)
+    cache: str = "auto"  # --cache: image files decoded once per run (data/cache.py)
+    cache_dir: Optional[str] = None  # --cache-dir: where --cache disk keeps them
 
     def request(self, cls, given: Mapping, train: bool) -> DataRequest:
         """The dataset builder's request for method class ``cls``."""
@@ -96,9 +98,23 @@ class EvalOptions:
     report: ReportOptions = ReportOptions()
 
 
-def metric_options(cls, given: Mapping) -> MetricOptions:
-    """The metric options of a method: its defaults, then what the user set."""
-    return MetricOptions.of(getattr(cls, "metric_defaults", {}), given)
+def data_protocol(data: DataOptions, kind: Optional[str] = None):
+    """The named protocol a run's data follows (``--protocol``, checked against
+    the dataset, else the dataset's own), or None; one line when they do not fit."""
+    from data.protocols import resolve_protocol
+
+    return resolve_protocol(data.dataset, data.options.get("protocol"), kind, data.cross_dataset)
+
+
+def metric_options(cls, given: Mapping, data: Optional[DataOptions] = None) -> MetricOptions:
+    """The metric options of a method: its defaults, the R of the data's
+    protocol (mAP@R reported beside the mAP over the whole ranking), then what
+    the user set."""
+    layers = [getattr(cls, "metric_defaults", {})]
+    found = data_protocol(data, cls.data_kind) if data is not None else None
+    if found is not None and found.map_at:
+        layers.append({"map_at": (found.map_at,)})
+    return MetricOptions.of(*layers, given)
 
 
 def settings(options) -> dict:

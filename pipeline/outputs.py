@@ -58,7 +58,7 @@ def write_results(evaluations: Sequence, json_path: Optional[str], save_codes: S
         if len(set(labels)) < len(labels):  # e.g. two models of one length: add the files
             runs = [(f"{_label(e, task)} ({Path(e.title.split(' on ')[0]).name})", metrics)
                     for e in evaluations for task, metrics in e.rows]
-        tables = [t for e in evaluations for t in e.tables]
+        tables = [t for e in evaluations for t in e.tables] + [provenance_rows(evaluations)]
         grid = next((e.grid for e in evaluations if e.grid is not None), None)
         write_outputs(report, title, settings, runs, grid, tables)
 
@@ -67,3 +67,15 @@ def _label(evaluation, task) -> str:
     """A legend names the method and bits (and the task), not file names."""
     base = evaluation.label or evaluation.title
     return f"{base} {task}" if task else base
+
+
+def provenance_rows(evaluations: Sequence) -> tuple:
+    """The report's table of how each evaluated model was made."""
+    from utils.engine.provenance import summary
+
+    rows = []
+    for e in evaluations:
+        records = e.metrics.get("provenance") or {"known": False}
+        for record in records if isinstance(records, list) else [records]:
+            rows.append([e.label or e.title, str(record.get("file", "")), summary(record)])
+    return "provenance", ["model", "file", "how it was made"], rows

@@ -60,6 +60,9 @@ def evaluate_stored(paths: Sequence, kind: str, metrics, json_path=None, report=
         for path in paths:
             result = evaluate_codes_file(path, metrics, device) if kind == "codes" else \
                 evaluate_features_file(path, metrics)
+            # a stored file records numbers only: how the codes were made is the user's to say
+            result["provenance"] = {"known": False, "file": str(path), "stored": kind}
+            result["protocol"] = stored_statement(path, result, metrics)
             out.append(Evaluation(title=f"{kind} {path}", metrics=result, rows=[(None, result)],
                                   label=f"{result.get('bits')} bits ({path})"))
         write_results(out, json_path, (), report, f"stored {kind}: {' '.join(map(str, paths))}",
@@ -67,3 +70,15 @@ def evaluate_stored(paths: Sequence, kind: str, metrics, json_path=None, report=
         return out
     finally:
         claim.release()
+
+
+def stored_statement(path, result: dict, metrics) -> dict:
+    """The protocol of stored codes: the database and queries the file holds,
+    ranked by the toolkit's rules (the file names no protocol)."""
+    from data.protocols import NO_RELEVANT, NO_RELEVANT_SKIPPED, TIES, _file_record
+
+    return {"name": None, "summary": f"the database and queries stored in {path}",
+            "found": {"database": result.get("num_database"), "queries": result.get("num_queries")},
+            "map_at": "all", "relevance": "equal class ids, or label vectors sharing a label",
+            "no_relevant": NO_RELEVANT_SKIPPED if metrics.skip_no_relevant else NO_RELEVANT,
+            "ties": TIES, "files": [_file_record(str(path))]}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.evaluate import evaluate_loaded, resolve_device
-from pipeline.options import TrainOptions, metric_options
+from pipeline.options import TrainOptions, data_protocol, metric_options
 from pipeline.outputs import claim_call_outputs, text_of, write_results
 from utils.engine.checkpoint import CheckpointError, resolve_checkpoint
 from utils.engine.files import Output, RunFiles, ensure_dir
@@ -177,6 +177,7 @@ def train(options: TrainOptions) -> TrainOutcome:
     from utils.engine.distributed import cleanup, init_distributed
 
     cls = method_class(options.method)
+    data_protocol(options.data, cls.data_kind)  # --protocol fits --dataset: before any work
     groups = plan(cls, options)
     held = claim(cls, groups, options)
     try:
@@ -222,7 +223,7 @@ def _final_evaluation(cls, results: list, options: TrainOptions, device):
 
     loaded = [from_checkpoint(r.files.evaluated, cls.name) for r in results]
     known = {str(r.files.evaluated): r.built for r in results if r.built is not None}
-    ctx = EvalContext(device, metric_options(cls, options.metrics),
+    ctx = EvalContext(device, metric_options(cls, options.metrics, options.data),
                       progress=options.engine.progress, workers=options.data.workers,
                       dtype=amp_dtype(device, options.engine.speed.amp))
     with logging_to(results[-1].files.log):
@@ -240,10 +241,12 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
     """Train one model (in this process, or in a process of its own when
     ``dist`` is None)."""
     from data import build_splits, make_loaders
+    from data.loaders import CacheOptions
     from methods import method_class
     from methods.registry import read_checkpoint
     from utils.engine.distributed import DistInfo
     from utils.engine.loop import EvalPlan, FitConfig, fit
+    from utils.engine.provenance import run_provenance
     from utils.engine.rng import seed_everything
 
     cls = method_class(name)
@@ -259,6 +262,7 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
     with logging_to(files.log, enabled=dist.is_main):
         splits = build_splits(data.dataset, data.request(cls, member.given, train=True),
                               kinds=cls.data_kind)
+        check_labels(cls, splits, data.dataset)
         facts = splits.facts()
         config = cls.make_config(data.dataset, facts, member.given)
         recipe = cls.make_recipe(data.dataset, facts, config, options.overrides)
@@ -270,16 +274,18 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
                                        dist.world_size)
         loaders = make_loaders(splits, recipe.batch, device, engine.seed, data.workers,
                                rank=dist.rank, world_size=dist.world_size, train_sampler=sampler,
-                               indexed=cls.indexed)
+                               indexed=cls.indexed, cache=CacheOptions(
+                                   data.cache, data.cache_dir, engine.progress and dist.is_main))
         optimizer, scheduler = method.configure_optimizers(recipe)
-        metrics = metric_options(cls, options.metrics)
+        metrics = metric_options(cls, options.metrics, options.data)
         our_keys = {**method.our_keys(), "data": data.record(),
                     "recipe": dataclasses.asdict(recipe),
                     "run": {"seed": engine.seed, "deterministic": engine.deterministic,
                             "amp": engine.speed.amp, "compile": engine.speed.compile,
                             "channels_last": engine.speed.channels_last, "device": str(device),
                             "processes": dist.world_size, "workers": data.workers,
-                            "checkpoint_dir": options.output.checkpoint_dir}}
+                            "checkpoint_dir": options.output.checkpoint_dir},
+                    "provenance": run_provenance(device, engine.speed.amp)}
         fit_config = FitConfig(
             recipe.epochs, device, files,
             EvalPlan(recipe.evaluation_epochs(), recipe.monitor, recipe.patience()), metrics,
@@ -318,3 +324,13 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
             if dist.world_size == 1 and options.engine.devices == ():
                 built = (method, splits)
     return MemberResult(files, summary, built)
+
+
+def check_labels(cls, splits, dataset: str) -> None:
+    """A single-label method refuses multi-label training data in one line
+    (rather than silently keeping one label of each row)."""
+    if splits.multi_label and not cls.multi_label:
+        raise UsageError(f"{cls.name} trains on one class per image, but {dataset} has "
+                         f"multi-label rows (0/1 vectors over {splits.num_classes} labels); give "
+                         f"single-label lists (exactly one 1 per row) or train a method that "
+                         f"takes label vectors")

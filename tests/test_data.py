@@ -541,12 +541,14 @@ def test_build_splits_synthetic():
 
 def test_build_splits_unknown():
     assert dataset_names("faces") == ("facescrub", "youtube", "cfw", "vggface2", "folder",
-                                      "synthetic")
+                                      "synthetic", "imagelist", "cifar10", "cifar10-1",
+                                      "cifar10-2")
     with pytest.raises(DatasetError) as err:
-        splits_of("cifar")
+        splits_of("mnist")
     assert str(err.value).startswith(
-        "unknown dataset 'cifar': expected one of facescrub, youtube, cfw, vggface2, folder, synthetic"
-    )
+        "unknown dataset 'mnist': expected one of facescrub, youtube, cfw, vggface2, folder, "
+        "synthetic, cub, dogs, ")
+    assert str(err.value).endswith("imagelist, cifar10, cifar10-1, cifar10-2")
 
 
 def test_dataset_error_is_one_line():

@@ -150,7 +150,7 @@ def test_the_published_run_replays_through_our_loss_optimizer_and_schedule():
     for it, rows in enumerate(z["iter_batch_ind"]):
         index = torch.from_numpy(rows[rows >= 0])
         lrs.append(optimizer.param_groups[0]["lr"])
-        loss = method(features[index], torch.stack([labels[index], index], 1))
+        loss = method(features[index], torch.stack([index, labels[index]], 1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

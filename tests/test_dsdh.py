@@ -100,7 +100,7 @@ def test_the_network_gets_the_published_output_gradient(case):
     method.net = torch.nn.Identity()  # the outputs are the fixture's U0
     outputs = torch.tensor(z["U0"], requires_grad=True)
     index = torch.tensor(z["ix"]) - 1
-    loss = method(outputs, torch.stack([torch.tensor(z["L1"])[index], index], 1))
+    loss = method(outputs, torch.stack([index, torch.tensor(z["L1"])[index]], 1))
     loss.backward()
     scale = 128 * len(z["L1"])
     np.testing.assert_allclose(outputs.grad.numpy(), -z["dJdU"] / scale, rtol=0, atol=1e-9)

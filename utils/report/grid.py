@@ -38,15 +38,25 @@ def to_uint8_image(tensor) -> np.ndarray:
     return (scaled * 255).round().astype(np.uint8)
 
 
+def ties_shown(values) -> bool:
+    """Whether a row shows two items at the same distance (or score)."""
+    return any(len(set(map(float, row))) < len(row) for row in values)
+
+
+TIE_NOTE = "equal distances: database index order"
+
+
 def draw_grid(query_images: Sequence, result_images: Sequence[Sequence], relevant, values, path,
-              cell: int = 72, value_format: str = "{:g}") -> GridLayout:
+              cell: int = 72, value_format: str = "{:g}", note: str = "") -> GridLayout:
     """Write the grid to ``path`` (PNG).  ``relevant`` and ``values`` are
-    [queries, k]; images are uint8 HWC arrays (resized to ``cell``)."""
+    [queries, k]; images are uint8 HWC arrays (resized to ``cell``);
+    ``note``: a line written under the grid (e.g. how ties are ordered)."""
     from PIL import Image, ImageDraw
 
     rows, k = len(query_images), len(result_images[0]) if result_images else 0
     step = cell + 2 * FRAME
     width, height = (k + 1) * step + FRAME, rows * (step + TEXT_HEIGHT) + FRAME
+    height += TEXT_HEIGHT if note else 0
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     boxes, colours = [], []
@@ -70,6 +80,8 @@ def draw_grid(query_images: Sequence, result_images: Sequence[Sequence], relevan
             row_colours.append(colour)
         boxes.append(row_boxes)
         colours.append(row_colours)
+    if note:
+        draw.text((FRAME, height - TEXT_HEIGHT), note, fill=(0, 0, 0))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return GridLayout((width, height), boxes, colours)

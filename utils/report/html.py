@@ -53,7 +53,8 @@ def metric_rows(metrics: dict):
 
 
 def write_report(path, title: str, settings: dict, runs: Sequence[Tuple[str, dict]],
-                 figures: Sequence = (), grid: Optional[str] = None, extra_tables=()) -> Path:
+                 figures: Sequence = (), grid: Optional[str] = None, extra_tables=(),
+                 grid_ties: bool = False) -> Path:
     """``runs``: [(label, metrics)]; ``figures``: PNG files; ``grid``: PNG file;
     ``extra_tables``: [(caption, header, rows)] (e.g. DCHN's cross-view matrix)."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -81,11 +82,14 @@ def write_report(path, title: str, settings: dict, runs: Sequence[Tuple[str, dic
                 f"<td class='name'>{html.escape(str(c))}</td>" if isinstance(c, str)
                 else f"<td>{_number(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
+    parts += protocol_sections(runs)
     if figures:
         parts.append("<h2>Curves</h2>" + "".join(_image(f) for f in figures))
     if grid:
-        parts.append("<h2>Retrieved items (green: relevant, red: not; the number is the "
-                     "Hamming distance or PQ score)</h2>" + _image(grid))
+        ties = (" Items at the same distance are shown in database index order (the ranking's "
+                "tie rule).") if grid_ties else ""
+        parts.append("<h2>Retrieved items</h2><p>Green: relevant, red: not; the number is the "
+                     f"Hamming distance or PQ score.{ties}</p>" + _image(grid))
     summary = [{"label": label, **{k: v for k, v in m.items() if not isinstance(v, dict)}}
                for label, m in runs]
     parts.append("<h2>Numbers as JSON</h2><pre id='json'>"
@@ -93,3 +97,35 @@ def write_report(path, title: str, settings: dict, runs: Sequence[Tuple[str, dic
     parts.append("</body></html>")
     atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
     return Path(path)
+
+
+# the lines of a protocol statement a report shows, in this order
+PROTOCOL_LINES = (("name", "protocol"), ("summary", "what"), ("sizes", "split sizes (protocol)"),
+                  ("found", "split sizes (found)"), ("map_at", "R of mAP@R"),
+                  ("relevance", "relevance"), ("no_relevant", "queries without a relevant item"),
+                  ("ties", "ties"), ("train_database", "training set and database"),
+                  ("source", "source"), ("files", "files read (sha256)"))
+
+
+def protocol_sections(runs) -> list:
+    """One table per distinct protocol the runs were measured under."""
+    seen, parts = [], []
+    for _, metrics in runs:
+        stated = metrics.get("protocol")
+        if isinstance(stated, dict) and stated not in seen:
+            seen.append(stated)
+    for stated in seen:
+        parts.append("<h2>Protocol</h2><table class='settings'>")
+        for key, label in PROTOCOL_LINES:
+            value = stated.get(key)
+            if key == "files":
+                value = ", ".join(f"{f['name']} {f['sha256'][:16]}" for f in value or []) or None
+            elif key == "name" and not value:
+                value = "none named: the data's own splits"
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items() if v is not None) or None
+            if value is not None:
+                parts.append(f"<tr><td>{html.escape(label)}</td>"
+                             f"<td>{html.escape(str(value))}</td></tr>")
+        parts.append("</table>")
+    return parts

@@ -68,7 +68,7 @@ def relevant(query_label, db_labels) -> np.ndarray:
 
 
 def write_grid(grid: GridInputs, out_dir, seed: int = 0, num_queries: int = 8, k: int = TOP_K):
-    from utils.report.grid import draw_grid, to_uint8_image
+    from utils.report.grid import TIE_NOTE, draw_grid, ties_shown, to_uint8_image
 
     n = len(grid.queries)
     rows = np.sort(np.random.RandomState(seed).choice(n, size=min(num_queries, n), replace=False))
@@ -79,9 +79,12 @@ def write_grid(grid: GridInputs, out_dir, seed: int = 0, num_queries: int = 8, k
     query_images = [to_uint8_image(grid.query_images[int(r)][0]) for r in rows]
     result_images = [[to_uint8_image(grid.database_images[int(i)][0]) for i in idx] for idx in indices]
     path = Path(out_dir) / "retrieval.png"
-    layout = draw_grid(query_images, result_images, rel, values, path)
+    ties = ties_shown(values)
+    layout = draw_grid(query_images, result_images, rel, values, path,
+                       note=TIE_NOTE if ties else "")
     return {"file": path, "queries": rows.tolist(), "indices": np.asarray(indices).tolist(),
-            "values": np.asarray(values).tolist(), "relevant": rel.tolist(), "layout": layout}
+            "values": np.asarray(values).tolist(), "relevant": rel.tolist(), "layout": layout,
+            "ties": ties}
 
 
 def write_outputs(options: ReportOptions, title: str, settings: dict,
@@ -106,8 +109,8 @@ def write_outputs(options: ReportOptions, title: str, settings: dict,
         with tempfile.TemporaryDirectory() as tmp:
             plots = written.get("plots") or plot_curves(runs, tmp)
             figures = [f for fig in plots.values() for f in fig["files"] if f.suffix == ".png"]
-            grid_png = written["grid"]["file"] if "grid" in written else (
-                write_grid(grid, tmp, options.seed)["file"] if grid else None)
+            drawn = written.get("grid") or (write_grid(grid, tmp, options.seed) if grid else None)
             written["report"] = write_report(options.report, title, settings, runs, figures,
-                                             grid_png, extra_tables)
+                                             drawn["file"] if drawn else None, extra_tables,
+                                             grid_ties=bool(drawn and drawn["ties"]))
     return written
