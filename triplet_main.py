@@ -12,10 +12,10 @@ import sys
 import utils.cli.interrupts  # noqa: F401  (first: Ctrl-C while torch loads)
 from methods.recipes.triplet import PUBLISHED
 from methods.triplet import TripletConfig, TripletRecipe
-from pipeline.cli import (add_metric_args, add_report_args, add_run_args, add_speed_args,
-                          add_synthetic_args, add_workers_arg, data_options, dataset_list,
-                          dataset_type, engine_options, metric_values, output_options,
-                          report_options, train_options)
+from pipeline.cli import (add_cache_args, add_metric_args, add_report_args, add_run_args,
+                          add_speed_args, add_synthetic_args, add_workers_arg, data_options,
+                          dataset_list, dataset_type, engine_options, metric_values,
+                          output_options, report_options, train_options)
 from utils.cli import (ArgumentParser, UsageError, add_dataclass_args, code_length,
                        dataclass_values, image_side, non_negative_int, positive_float,
                        positive_int, run_script)
@@ -65,6 +65,7 @@ def get_args_parser():
     g.add_argument("--img-size", type=image_side,
                    help="input side (default 224; 64 on the built-in data)")
     add_workers_arg(g)
+    add_cache_args(g)
     add_synthetic_args(g)
     e = p.add_argument_group("engine")
     add_run_args(e, seed_help="seeds Python, NumPy, torch and the batch sampler")

@@ -83,10 +83,11 @@ class Loaders:
 
 def default_workers(splits: Splits) -> int:
     """Loader processes: none for data already in memory; for image files one
-    per CPU core up to 8, so decoding stays off the training thread."""
+    per CPU core (decoding stays off the training thread, and a GPU box's
+    cores all decode; with the decoded cache they decode once, at the start)."""
     if splits.in_memory:
         return 0
-    return max(1, min(8, (os.cpu_count() or 1)))
+    return max(1, os.cpu_count() or 1)
 
 
 class Indexed(Dataset):
@@ -102,16 +103,27 @@ class Indexed(Dataset):
         return (*self.dataset[index], index)
 
 
+@dataclass(frozen=True)
+class CacheOptions:
+    """--cache and --cache-dir: keep each image's decoded, resized pixels for
+    the run (data/cache.py)."""
+    mode: str = "off"  # auto, memory, disk or off
+    folder: Optional[str] = None  # where "disk" writes its memmaps
+    progress: bool = True
+
+
 def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: int = 0,
                  workers: Optional[int] = None, train: bool = True, rank: int = 0,
                  world_size: int = 1, eval_batch_size: Optional[int] = None,
-                 train_sampler=None, indexed: bool = False) -> Loaders:
+                 train_sampler=None, indexed: bool = False,
+                 cache: CacheOptions = CacheOptions()) -> Loaders:
     """Loaders over ``splits``.  Under torchrun (``world_size`` > 1) each
     process draws its share of every epoch through a DistributedSampler
     (``batch_size`` is then the batch of one process).  ``train_sampler``
     (a batch sampler, e.g. class-balanced) replaces the shuffled order;
     ``indexed``: training batches also carry the items' indices in the
-    training split (for methods with per-item state, DPSH's U)."""
+    training split (for methods with per-item state, DPSH's U); ``cache``:
+    image files decoded and resized once, then served in batches."""
     eval_bs = eval_batch_size or batch_size
     memory = [in_memory_tensors(d) for d in (splits.train, splits.database, splits.queries)]
     if splits.in_memory and all(m is not None for m in memory):
@@ -125,6 +137,11 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
         return Loaders(loader, TensorBatches(*memory[1], eval_bs, device=device),
                        TensorBatches(*memory[2], eval_bs, device=device))
     workers = default_workers(splits) if workers is None else workers
+    if cache.mode != "off":
+        cached = cached_splits(splits, train, cache, workers)
+        if cached is not None:
+            return cached_loaders(cached, batch_size, eval_bs, device, seed, train, rank,
+                                  world_size, train_sampler, indexed)
     cuda = device.type == "cuda"
     common = dict(num_workers=workers, pin_memory=cuda, worker_init_fn=seed_worker,
                   persistent_workers=workers > 0)
@@ -147,3 +164,67 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
             loader = DataLoader(train_set, batch_size=batch_size, drop_last=drop_last,
                                 **order, **common)
     return Loaders(loader, database, queries)
+
+
+def _items_of(dataset):
+    """What identifies a split's items (the training split and the database
+    built from it share theirs, and so one cache)."""
+    for name in ("samples", "items", "listed", "rows", "view"):
+        value = getattr(dataset, name, None)
+        if value is not None:
+            return name, id(value)
+    return None
+
+
+def cached_splits(splits: Splits, train: bool, options: CacheOptions, workers: int):
+    """(train, database, queries) as ``data.cache.CachedSplit`` (train None
+    when not training), or None where a split cannot be cached (a dataset
+    without ``with_transform``, a transform the batch replay does not know)."""
+    from data.cache import CachedSplit, build_store, choose_mode, estimate_bytes, split_preset
+
+    wanted = [("train", splits.train if train else None), ("database", splits.database),
+              ("queries", splits.queries)]
+    plans = []
+    for name, dataset in wanted:
+        if dataset is None:
+            plans.append(None)
+            continue
+        parts = split_preset(getattr(dataset, "transform", None))
+        if parts is None or not hasattr(dataset, "with_transform") or _items_of(dataset) is None:
+            return None
+        plans.append((name, dataset, *parts))
+    unique = {}
+    for plan in filter(None, plans):
+        name, dataset, head, _ = plan
+        unique.setdefault((_items_of(dataset), repr(head)), (name, dataset, head))
+    size = sum(estimate_bytes(dataset, head) for _, dataset, head in unique.values())
+    mode = choose_mode(options.mode, size, options.folder)
+    if mode == "off":
+        return None
+    stores = {key: build_store(dataset, head, mode, options.folder, workers, options.progress,
+                               name) for key, (name, dataset, head) in unique.items()}
+    out = []
+    for plan in plans:
+        if plan is None:
+            out.append(None)
+            continue
+        name, dataset, head, tail = plan
+        store, labels = stores[(_items_of(dataset), repr(head))]
+        out.append(CachedSplit(store, labels, tail))
+    return out
+
+
+def cached_loaders(cached, batch_size, eval_bs, device, seed, train, rank, world_size,
+                   train_sampler, indexed) -> Loaders:
+    from data.cache import CachedBatches
+
+    train_split, database, queries = cached
+    loader = None
+    if train:
+        n = len(range(rank, len(train_split), world_size))
+        loader = CachedBatches(train_split, batch_size, shuffle=train_sampler is None, seed=seed,
+                               device=device, drop_last=n % batch_size == 1, rank=rank,
+                               world_size=world_size, batch_sampler=train_sampler,
+                               indexed=indexed)
+    return Loaders(loader, CachedBatches(database, eval_bs, device=device),
+                   CachedBatches(queries, eval_bs, device=device))

@@ -34,6 +34,8 @@ the loss follows it).  HDF5 files need h5py (an optional dependency).
 
 from __future__ import annotations
 
+import copy
+
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -379,6 +381,12 @@ class ImageRows(Dataset):
     def __getitem__(self, index):
         image = np.asarray(self.view.data[int(self.rows[index])]).astype("uint8")
         return self.transform(image.transpose(2, 1, 0)), torch.from_numpy(self.labels[index])
+
+    def with_transform(self, transform) -> "ImageRows":
+        """The same rows through another transform (the decoded cache's head)."""
+        view = copy.copy(self)
+        view.transform = transform
+        return view
 
 
 def build_view(name: str, request: DataRequest) -> Splits:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from bench import eval_speed, train_speed
+from bench import eval_speed, loader_speed, train_speed
 
 
 def test_train_speed_covers_the_registry_and_writes_its_json(tmp_path):
@@ -38,3 +38,17 @@ def test_eval_speed_runs_and_checks_the_published_algorithm(tmp_path):
     size = json.loads(out.read_text())["sizes"][0]
     assert size["published"]["queries_timed"] == 40 and size["agreement"]["abs_diff"] <= 1e-6
     assert set(size["speedup_vs_published"]) == {"numba", "torch"}
+
+
+def test_loader_speed_measures_every_preset_and_writes_its_json(tmp_path):
+    out = tmp_path / "loader.json"
+    args = loader_speed.get_args_parser().parse_args(["--tiny", "--repeat", "1", "--json", str(out)])
+    rows = loader_speed.main(args)
+    written = json.loads(out.read_text())["presets"]
+    assert [r["preset"] for r in written] == list(loader_speed.PRESETS) == [r["preset"] for r in rows]
+    for r in written:
+        assert {"uncached_images_per_s", "cached_images_per_s", "bare_network_images_per_s"} <= set(r)
+        assert r["cached_over_uncached"] == pytest.approx(
+            r["cached_images_per_s"] / r["uncached_images_per_s"])
+        assert r["cached_epoch_over_bare"] == pytest.approx(
+            r["bare_network_images_per_s"] / r["cached_epoch_images_per_s"])

@@ -21,7 +21,7 @@ BENCHMARKS = sorted(f"bench.{p.stem}" for p in (ROOT / "bench").glob("*.py")
 def test_scripts_are_found():
     assert {"dcdh_train", "evaluation", "opqn_main"} <= set(SCRIPTS)
     assert {"bench.eval_speed", "bench.train_speed", "bench.triplet_speed", "bench.dchn_speed",
-            "bench.index_speed"} == set(BENCHMARKS)
+            "bench.index_speed", "bench.loader_speed", "bench.gpu_check"} == set(BENCHMARKS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS + BENCHMARKS)
