@@ -20,7 +20,7 @@ from methods.registry import register_method
 from models import DualClasswiseLoss, create_network, network_names, network_spec, recognise_network
 from models.losses.dcdh import dcdh_loss
 from utils.cli.parser import non_negative_float, positive_float
-from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
+from utils.engine.checkpoint import CheckpointError, load_network, strip_prefix
 from utils.errors import UsageError
 
 
@@ -140,16 +140,8 @@ class DCDH(Method):
                                   f"(top-level keys: {keys or 'none'})")
         state = strip_prefix(checkpoint["backbone"])  # also accept DataParallel-saved files
         found_arch, found_bits = recognise_backbone(checkpoint)
-        arch, bits = self.config.arch, self.config.bits
-        if found_arch is not None and found_arch != arch:
-            raise CheckpointError(
-                f"{path} holds a {found_arch} network, not {arch}; pass --arch {found_arch}")
-        if found_bits is not None and found_bits != bits:
-            raise CheckpointError(f"{path} holds {found_bits}-bit codes; pass --len {found_bits}")
-        problem = state_dict_mismatch(self.net.state_dict(), state)
-        if problem:
-            raise CheckpointError(f"{path} does not fit {arch} with --len {bits}: {problem}")
-        self.net.load_state_dict(state)
+        load_network(self.net, state, path, found_arch, self.config.arch, found_bits,
+                     self.config.bits)
 
     @classmethod
     def recognise(cls, checkpoint, path):

@@ -43,7 +43,7 @@ from models import DDAH, create_network
 from models.ddah import is_ddah_state
 from models.losses.ddah import BETA, MARGIN, attention_loss, criteria_softmax
 from utils.cli.parser import non_negative_float
-from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
+from utils.engine.checkpoint import CheckpointError, load_with_classifier, strip_prefix
 from utils.engine.files import RunFiles, RunNames
 from utils.engine.logs import log_path
 from utils.errors import UsageError
@@ -168,20 +168,8 @@ class DDAHMethod(Method):
         bits = _bits(state)
         if bits is not None and bits != self.config.bits:
             raise CheckpointError(f"{path} holds {bits}-bit codes; pass --len {bits}")
-        expected = self.net.state_dict()
-        classes = state.get("classifier.1.weight")
-        other_classes = getattr(classes, "shape", None) != expected["classifier.1.weight"].shape
-        if other_classes and not heads:
-            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            expected = {k: v for k, v in expected.items() if not k.startswith("classifier.")}
-        elif other_classes and getattr(classes, "ndim", 0) == 2:
-            raise CheckpointError(f"{path} holds a classifier of {classes.shape[0]} classes, the "
-                                  f"data has {self.facts.num_classes}; check --dataset")
-        problem = state_dict_mismatch(expected, state)
-        if problem:
-            raise CheckpointError(f"{path} does not fit DDAH with --len {self.config.bits}: "
-                                  f"{problem}")
-        self.net.load_state_dict(state, strict=not other_classes)
+        load_with_classifier(self.net, state, path, f"DDAH with --len {self.config.bits}",
+                             "classifier.1.weight", "classifier.", heads, self.facts.num_classes)
 
     @classmethod
     def recognise(cls, checkpoint, path):

@@ -29,7 +29,7 @@ from models import create_network
 from models.ddh import is_ddh_state
 from models.losses.ddh import L2_WEIGHT, LOSS_01_WEIGHT, ddh_loss
 from utils.cli.parser import non_negative_float, positive_int
-from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
+from utils.engine.checkpoint import CheckpointError, load_with_classifier, strip_prefix
 from utils.errors import UsageError
 
 IMG_SIZE = 32
@@ -207,19 +207,8 @@ class DDHMethod(Method):
             raise CheckpointError(f"{path} holds {bits}-bit codes; pass --len {bits}")
         if split != self.config.split_num:
             raise CheckpointError(f"{path} holds {split} values per bit; pass --split-num {split}")
-        expected = self.net.state_dict()
-        classes = state.get("classifier.weight")
-        other_classes = getattr(classes, "shape", None) != expected["classifier.weight"].shape
-        if other_classes and not heads:
-            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-            expected = {k: v for k, v in expected.items() if not k.startswith("classifier.")}
-        elif other_classes and getattr(classes, "ndim", 0) == 2:
-            raise CheckpointError(f"{path} holds a classifier of {classes.shape[0]} classes, the "
-                                  f"data has {self.facts.num_classes}; check --dataset")
-        problem = state_dict_mismatch(expected, state)
-        if problem:
-            raise CheckpointError(f"{path} does not fit DDH with --len {bits}: {problem}")
-        self.net.load_state_dict(state, strict=not other_classes)
+        load_with_classifier(self.net, state, path, f"DDH with --len {bits}", "classifier.weight",
+                             "classifier.", heads, self.facts.num_classes)
 
     @classmethod
     def recognise(cls, checkpoint, path):

@@ -42,7 +42,7 @@ from methods.registry import register_method
 from models.losses.dpsh import dpsh_loss, write_rows
 from models.registry import create_network, network_names, network_spec, recognise_network
 from utils.cli.parser import non_negative_float
-from utils.engine.checkpoint import CheckpointError, state_dict_mismatch, strip_prefix
+from utils.engine.checkpoint import CheckpointError, load_network, strip_prefix
 from utils.errors import UsageError
 
 FAMILIES = ("hashing", "alexnet")  # the face networks of DCDH and the published AlexNet
@@ -233,16 +233,8 @@ class CodeTableMethod(Method):
                                   f"'{self.layout_key}' entry with the network's state_dict "
                                   f"(top-level keys: {keys or 'none'})")
         found_arch, found_bits = recognise_net(state)
-        arch, bits = self.config.arch, self.config.bits
-        if found_arch is not None and found_arch != arch:
-            raise CheckpointError(f"{path} holds a {found_arch} network, not {arch}; "
-                                  f"pass --arch {found_arch}")
-        if found_bits is not None and found_bits != bits:
-            raise CheckpointError(f"{path} holds {found_bits}-bit codes; pass --len {found_bits}")
-        problem = state_dict_mismatch(self.net.state_dict(), state)
-        if problem:
-            raise CheckpointError(f"{path} does not fit {arch} with --len {bits}: {problem}")
-        self.net.load_state_dict(state)
+        load_network(self.net, state, path, found_arch, self.config.arch, found_bits,
+                     self.config.bits)
 
     @classmethod
     def recognise(cls, checkpoint, path):

@@ -44,3 +44,13 @@ def offline_torch_hub(tmp_path_factory):
         os.environ.pop("TORCH_HOME", None)
     else:
         os.environ["TORCH_HOME"] = previous
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks train fastest on one thread (a shared CPU makes a second
+    one wait); the learned numbers of the tests that use this were measured so."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

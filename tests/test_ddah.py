@@ -54,14 +54,7 @@ def ddah_method(bits=48, classes=530, **config):
     return cls(cls.Config(bits=bits, **config), DataFacts(classes, 32))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks train fastest on one thread (a shared CPU makes a second
-    one wait); the learned numbers below were measured so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- network

@@ -54,14 +54,7 @@ def filled_net(name):
     return net.eval(), z
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread (a shared CPU makes a second
-    one wait); the learned numbers below were measured so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- network

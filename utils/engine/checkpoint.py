@@ -88,6 +88,42 @@ def add_prefix(state_dict: dict, prefix: str = "module.") -> dict:
     return {prefix + k: v for k, v in state_dict.items()}
 
 
+def load_network(net, state: dict, path, path_arch, arch: str, path_bits, bits: int) -> None:
+    """``state`` into ``net`` (an ``arch`` network of ``bits`` bits), after
+    checking what the file holds (``path_arch``, ``path_bits``: None where
+    unknown) and every key and shape: one line naming the flag otherwise."""
+    if path_arch is not None and path_arch != arch:
+        raise CheckpointError(f"{path} holds a {path_arch} network, not {arch}; "
+                              f"pass --arch {path_arch}")
+    if path_bits is not None and path_bits != bits:
+        raise CheckpointError(f"{path} holds {path_bits}-bit codes; pass --len {path_bits}")
+    problem = state_dict_mismatch(net.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{path} does not fit {arch} with --len {bits}: {problem}")
+    net.load_state_dict(state)
+
+
+def load_with_classifier(net, state: dict, path, what: str, weight: str, prefix: str,
+                         heads: bool, num_classes: int) -> None:
+    """``state`` into ``net``, whose classifier (keys under ``prefix``, its
+    matrix ``weight``) may be of another data set's classes: without
+    ``heads`` (evaluation: codes need no classifier) it is left as it is,
+    else one line naming the class counts."""
+    expected = net.state_dict()
+    classes = state.get(weight)
+    other_classes = getattr(classes, "shape", None) != expected[weight].shape
+    if other_classes and not heads:
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        expected = {k: v for k, v in expected.items() if not k.startswith(prefix)}
+    elif other_classes and getattr(classes, "ndim", 0) == 2:
+        raise CheckpointError(f"{path} holds a classifier of {classes.shape[0]} classes, the "
+                              f"data has {num_classes}; check --dataset")
+    problem = state_dict_mismatch(expected, state)
+    if problem:
+        raise CheckpointError(f"{path} does not fit {what}: {problem}")
+    net.load_state_dict(state, strict=not other_classes)
+
+
 def state_dict_mismatch(expected: dict, found: dict) -> Optional[str]:
     """None when ``found`` has exactly the keys and shapes of ``expected``;
     otherwise a short description of what differs (counts and one example)."""

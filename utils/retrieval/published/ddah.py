@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from utils.cli import ArgumentParser, UsageError, run_script
-from utils.retrieval.codes_io import load_npz
+from utils.cli import ArgumentParser, run_script
+from utils.retrieval.published import class_id_codes
 
 
 def average_precisions(trn_binary, tst_binary, trn_label, tst_label,
@@ -64,10 +64,7 @@ def get_args_parser():
 
 
 def main(args):
-    z = load_npz(args.codes)
-    if z["db_labels"].ndim != 1 or z["query_labels"].ndim != 1:
-        raise UsageError(f"{args.codes}: the published DDAH evaluation takes one class id per "
-                         f"item, not label matrices")
+    z = class_id_codes(args.codes, "DDAH")
     value = compute_mAP(z["db_codes"], z["query_codes"], z["db_labels"], z["query_labels"],
                         stable=not args.unstable)
     print(f"mAP {value:.5f}")

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from utils.cli import ArgumentParser, UsageError, positive_int, run_script
-from utils.retrieval.codes_io import load_npz
+from utils.cli import ArgumentParser, positive_int, run_script
+from utils.retrieval.published import class_id_codes
 
 HAMMING_RADIUS = 2
 TOP_K = 50
@@ -127,10 +127,7 @@ def get_args_parser():
 
 
 def main(args):
-    z = load_npz(args.codes)
-    if z["db_labels"].ndim != 1 or z["query_labels"].ndim != 1:
-        raise UsageError(f"{args.codes}: the published DDH evaluation takes one class id per "
-                         f"item, not label matrices")
+    z = class_id_codes(args.codes, "DDH")
     out = published_metrics(z["db_codes"], z["query_codes"], z["db_labels"], z["query_labels"],
                             args.top_k, "intended" if args.intended else "published",
                             not args.unstable)
