@@ -249,3 +249,17 @@ def test_topk_beyond_database_divides_by_k():
     z = load("tiny_12bit.npz")  # README: k = 50, 100 > N = 40
     r = run(z, "numba")
     assert close([r["precision_at_k"]["50"], r["precision_at_k"]["100"]], z["topk_precision"][3:])
+
+
+def test_the_numba_kernel_keeps_torchs_thread_count():
+    """numba's OpenMP layer sets the shared runtime's thread count when its
+    kernel starts; torch's count (--threads, a test's one thread) is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        codes = np.where(np.random.default_rng(0).random((40, 16)) > 0.5, 1, -1)
+        labels = np.arange(40) % 4
+        evaluate_codes(codes[:8], codes, labels[:8], labels, backend="numba")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

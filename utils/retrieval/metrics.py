@@ -29,7 +29,9 @@ torch tensors on any device.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -247,6 +249,20 @@ def hamming_ranking_stats(query_codes, db_codes, query_labels, db_labels, positi
     raise ValueError(f"unknown backend {backend!r}; use auto, numba or torch")
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """numba's OpenMP threading layer shares the OpenMP runtime with torch and
+    sets its thread count when a parallel kernel starts: torch's count (e.g.
+    --threads, or a test's one thread) is put back afterwards."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def _hamming_stats_numba(q_bits, d_bits, q_lab, d_lab, pos, mk) -> RankingStats:
     num_bits = q_bits.shape[1]
     qw = _hamming_kernel.pack_words(q_bits)
@@ -260,8 +276,9 @@ def _hamming_stats_numba(q_bits, d_bits, q_lab, d_lab, pos, mk) -> RankingStats:
         q_single = d_single = np.zeros(1, np.int64)
         q_multi = _hamming_kernel.pack_words(q_lab)
         d_multi = _hamming_kernel.pack_words(d_lab)
-    ap, hits, mapk, hall, hrel = _hamming_kernel.ranking_stats(
-        qw, dw, q_single, d_single, q_multi, d_multi, multilabel, pos, mk, num_bits)
+    with _torch_threads_kept():
+        ap, hits, mapk, hall, hrel = _hamming_kernel.ranking_stats(
+            qw, dw, q_single, d_single, q_multi, d_multi, multilabel, pos, mk, num_bits)
     return RankingStats(
         num_database=d_bits.shape[0], num_relevant=hrel.sum(1), ap=ap,
         ap_tie_aware=tie_aware_ap(hall, hrel), positions=pos, hits_at=hits,
