@@ -54,3 +54,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n 2``, the README's command) each worker process
+    takes one core: one torch thread, and one OpenMP thread in the processes
+    the tests start, so that two workers never oversubscribe two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        torch.set_num_threads(1)
