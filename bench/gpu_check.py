@@ -1001,6 +1001,8 @@ def train_figures(folder: Path, precision: str) -> dict:
     if "results" in result:
         out["cross_view_mAP"] = result["results"]
     out.update(resume_file_facts(folder / "ck"))
+    # once read, the checkpoints go: 24 runs' files take gigabytes (DCHN's 200 MB each)
+    shutil.rmtree(folder / "ck", ignore_errors=True)
     problems = []
     if not out["loss_finite"]:
         problems.append(f"loss not finite: {losses}")
