@@ -53,6 +53,7 @@ class Tail:
     to_tensor: bool = False  # uint8 HWC -> float32 CHW / 255
     mean: Optional[tuple] = None
     std: Optional[tuple] = None
+    per_batch: bool = False  # one crop and one flip for a whole batch (OPQN as published)
 
 
 def split_preset(transform) -> Optional[tuple]:
@@ -85,6 +86,29 @@ def split_preset(transform) -> Optional[tuple]:
         else:
             return None
     return T.Compose(ops[:cut]), tail
+
+
+def preset_tail(transform, head) -> Callable:
+    """The part of a preset after its ``head`` (``split_preset``), as torchvision
+    transforms: applied to a batch tensor it draws one crop and flip per batch."""
+    from torchvision import transforms as T
+
+    return T.Compose(list(transform.transforms)[len(head.transforms):])
+
+
+class BatchTail:
+    """A DataLoader's collate_fn that applies a preset's tail to each whole
+    batch (the items carry the head's output), as the published OPQN applies
+    its training transform to the batch tensor."""
+
+    def __init__(self, tail: Callable):
+        self.tail = tail
+
+    def __call__(self, items):
+        from torch.utils.data import default_collate
+
+        batch = default_collate(items)
+        return [self.tail(batch[0]), *batch[1:]]
 
 
 def _replace(tail: Tail, **values) -> Tail:
@@ -173,7 +197,12 @@ def build_store(dataset, head: Callable, mode: str, folder: Optional[str] = None
 
 def draw_tail(tail: Tail, shapes: Sequence[tuple]) -> tuple:
     """Per item, in order, what torchvision draws: (tops, lefts, flips).
-    ``shapes`` are the items' (height, width)."""
+    ``shapes`` are the items' (height, width).  ``tail.per_batch``: one draw
+    for the whole batch, as torchvision draws for a batch tensor."""
+    if tail.per_batch and len(shapes) > 1:
+        size = (min(h for h, _ in shapes), min(w for _, w in shapes))
+        tops, lefts, flips = draw_tail(tail, [size])
+        return tops * len(shapes), lefts * len(shapes), flips * len(shapes)
     tops, lefts, flips = [], [], []
     for h, w in shapes:
         top = left = 0

@@ -116,14 +116,16 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
                  workers: Optional[int] = None, train: bool = True, rank: int = 0,
                  world_size: int = 1, eval_batch_size: Optional[int] = None,
                  train_sampler=None, indexed: bool = False,
-                 cache: CacheOptions = CacheOptions()) -> Loaders:
+                 cache: CacheOptions = CacheOptions(), batch_augment: bool = False) -> Loaders:
     """Loaders over ``splits``.  Under torchrun (``world_size`` > 1) each
     process draws its share of every epoch through a DistributedSampler
     (``batch_size`` is then the batch of one process).  ``train_sampler``
     (a batch sampler, e.g. class-balanced) replaces the shuffled order;
     ``indexed``: training batches also carry the items' indices in the
     training split (for methods with per-item state, DPSH's U); ``cache``:
-    image files decoded and resized once, then served in batches."""
+    image files decoded and resized once, then served in batches;
+    ``batch_augment``: the training split's random crop and flip drawn once
+    per batch (OPQN's published training), not per image."""
     eval_bs = eval_batch_size or batch_size
     memory = [in_memory_tensors(d) for d in (splits.train, splits.database, splits.queries)]
     if splits.in_memory and all(m is not None for m in memory):
@@ -138,7 +140,7 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
                        TensorBatches(*memory[2], eval_bs, device=device))
     workers = default_workers(splits) if workers is None else workers
     if cache.mode != "off":
-        cached = cached_splits(splits, train, cache, workers)
+        cached = cached_splits(splits, train, cache, workers, batch_augment)
         if cached is not None:
             return cached_loaders(cached, batch_size, eval_bs, device, seed, train, rank,
                                   world_size, train_sampler, indexed)
@@ -149,7 +151,11 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
     queries = DataLoader(splits.queries, batch_size=eval_bs, shuffle=False, **common)
     loader = None
     if train:
-        train_set = Indexed(splits.train) if indexed else splits.train
+        train_set, collate = batch_augmented(splits.train) if batch_augment else (splits.train,
+                                                                                   None)
+        train_set = Indexed(train_set) if indexed else train_set
+        if collate is not None:
+            common = dict(common, collate_fn=collate)
         if train_sampler is not None:
             loader = DataLoader(train_set, batch_sampler=train_sampler, **common)
         else:
@@ -166,6 +172,19 @@ def make_loaders(splits: Splits, batch_size: int, device: torch.device, seed: in
     return Loaders(loader, database, queries)
 
 
+def batch_augmented(dataset):
+    """(the dataset with its preset's head only, a collate_fn applying the tail
+    to each batch); the dataset as it is when its preset does not split."""
+    from data.cache import BatchTail, preset_tail, split_preset
+
+    transform = getattr(dataset, "transform", None)
+    parts = split_preset(transform)
+    if parts is None or not hasattr(dataset, "with_transform"):
+        return dataset, None
+    head, _ = parts
+    return dataset.with_transform(head), BatchTail(preset_tail(transform, head))
+
+
 def _items_of(dataset):
     """What identifies a split's items (the training split and the database
     built from it share theirs, and so one cache)."""
@@ -176,11 +195,13 @@ def _items_of(dataset):
     return None
 
 
-def cached_splits(splits: Splits, train: bool, options: CacheOptions, workers: int):
+def cached_splits(splits: Splits, train: bool, options: CacheOptions, workers: int,
+                  batch_augment: bool = False):
     """(train, database, queries) as ``data.cache.CachedSplit`` (train None
     when not training), or None where a split cannot be cached (a dataset
     without ``with_transform``, a transform the batch replay does not know)."""
-    from data.cache import CachedSplit, build_store, choose_mode, estimate_bytes, split_preset
+    from data.cache import (CachedSplit, _replace, build_store, choose_mode, estimate_bytes,
+                            split_preset)
 
     wanted = [("train", splits.train if train else None), ("database", splits.database),
               ("queries", splits.queries)]
@@ -209,6 +230,8 @@ def cached_splits(splits: Splits, train: bool, options: CacheOptions, workers: i
             out.append(None)
             continue
         name, dataset, head, tail = plan
+        if name == "train" and batch_augment:
+            tail = _replace(tail, per_batch=True)
         store, labels = stores[(_items_of(dataset), repr(head))]
         out.append(CachedSplit(store, labels, tail))
     return out

@@ -25,8 +25,10 @@ preset            steps (S = output side)                              published
 The triplet preset keeps the published CIFAR-10 normalisation although the
 backbone is ImageNet-pretrained (as published).  The 32-pixel image folders (CFW, and FaceScrub / YouTube stored as images)
 exist only in OPQN's published code, so DCDH reads them with ``opqn_small``
-too.  Random crops and flips are drawn per image (OPQN draws them once per
-batch on the GPU; the difference is listed in docs/differences.md).
+too.  Random crops and flips are drawn per image, except in OPQN's training:
+its published code applies the training transform to each batch tensor (one
+crop and one flip per batch), and so does ``OPQN.batch_augment`` here
+(data/loaders.py, data/cache.py).
 """
 
 from __future__ import annotations

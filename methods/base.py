@@ -344,6 +344,9 @@ class Method(nn.Module):
 
     #: training batches carry the items' indices (methods with per-item state)
     indexed: ClassVar[bool] = False
+    #: image files: the random crop and flip drawn once per training batch
+    #: (OPQN's published training), not per image
+    batch_augment: ClassVar[bool] = False
 
     def backward(self, loss, scaler=None) -> None:
         """The backward pass of one step's loss (``scaler``: fp16's grad

@@ -109,6 +109,8 @@ class OPQN(Method):
     Config = OPQNConfig
     Recipe = OPQNRecipe
     preset = "opqn"
+    # the published code applies its crop and flip to each batch tensor: one draw per batch
+    batch_augment = True
     metric_defaults = {"topk": TOPK}  # the published report's k (5 and 10) among them
 
     def __init__(self, config: OPQNConfig, facts: DataFacts):

@@ -275,7 +275,8 @@ def train_member(name: str, member: Member, options: TrainOptions, dist=None, de
         loaders = make_loaders(splits, recipe.batch, device, engine.seed, data.workers,
                                rank=dist.rank, world_size=dist.world_size, train_sampler=sampler,
                                indexed=cls.indexed, cache=CacheOptions(
-                                   data.cache, data.cache_dir, engine.progress and dist.is_main))
+                                   data.cache, data.cache_dir, engine.progress and dist.is_main),
+                               batch_augment=cls.batch_augment)
         optimizer, scheduler = method.configure_optimizers(recipe)
         metrics = metric_options(cls, options.metrics, options.data)
         our_keys = {**method.our_keys(), "data": data.record(),

@@ -135,3 +135,70 @@ def test_a_transform_the_replay_does_not_know_is_read_uncached():
         is None
     assert split_preset(T.Compose([T.Resize(40), T.ColorJitter(0.1), T.RandomCrop(32)])) is None
     assert split_preset(None) is None
+
+
+
+def test_one_draw_per_batch_is_torchvisions_on_the_batch_tensor(tmp_path):
+    """OPQN's published training applies its crop and flip to each batch
+    tensor (one draw per batch): the cached replay (CPU and device paths) and
+    the uncached loader's collate give exactly that; drawn per image, not."""
+    import dataclasses
+
+    from data.cache import BatchTail, preset_tail
+
+    rng = np.random.default_rng(3)
+    items = []
+    for i, side in enumerate((40, 47, 50, 64, 40, 52)):  # squares: one size after the resize
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+        items.append((f"{i}.png", i % 2))
+    transform = folder_transform("opqn", 32, True, small=True)
+    dataset = ListedImages(str(tmp_path), items, transform)
+    head, tail = split_preset(transform)
+    store, labels = build_store(dataset, head, "memory", None, workers=0, progress=False)
+    cached = CachedSplit(store, labels, dataclasses.replace(tail, per_batch=True))
+    per_image = CachedSplit(store, labels, tail)
+    heads = [dataset.with_transform(head)[i] for i in range(len(items))]
+    published = preset_tail(transform, head)
+    differs = False
+    for seed in range(6):
+        torch.manual_seed(seed)
+        expected = published(torch.stack([x for x, _ in heads]))  # the published call
+        for served in (lambda: cached.batch(range(len(items)), "cpu"),
+                       lambda: cached.batch(range(len(items)), "cpu", travel=True),
+                       lambda: BatchTail(published)(heads)[0]):
+            torch.manual_seed(seed)
+            assert torch.equal(served(), expected), seed
+        torch.manual_seed(seed)
+        differs |= not torch.equal(per_image.batch(range(len(items)), "cpu"), expected)
+    assert differs
+
+
+def test_loaders_draw_once_per_batch_for_opqn_cached_or_not(tmp_path):
+    """make_loaders(batch_augment=True) on a folder: uncached, the DataLoader
+    collates the heads and applies the tail per batch; cached, the replay does;
+    both serve every training image once per epoch."""
+    from data import DataRequest, build_splits, make_loaders
+    from data.cache import BatchTail
+    from data.loaders import CacheOptions
+
+    rng = np.random.default_rng(4)
+    for split, per in (("train", 4), ("test", 1)):
+        for person in range(3):
+            folder = tmp_path / "faces" / split / f"p{person}"
+            folder.mkdir(parents=True)
+            for i in range(per):
+                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+                    folder / f"{i}.png")
+    splits = build_splits("folder", DataRequest(root=str(tmp_path / "faces"), img_size=32,
+                                                preset="opqn_small"))
+    plain = make_loaders(splits, 5, torch.device("cpu"), workers=0, batch_augment=True)
+    cached = make_loaders(splits, 5, torch.device("cpu"), workers=0, batch_augment=True,
+                          cache=CacheOptions("memory", progress=False))
+    assert isinstance(plain.train.collate_fn, BatchTail)
+    assert cached.train.split.tail.per_batch and not cached.database.split.tail.per_batch
+    for loader in (plain.train, cached.train):
+        batches = list(loader)
+        assert [tuple(x.shape) for x, _ in batches] == [(5, 3, 32, 32), (5, 3, 32, 32),
+                                                       (2, 3, 32, 32)]
+        assert sorted(int(v) for _, y in batches for v in y) == [0] * 4 + [1] * 4 + [2] * 4
