@@ -87,20 +87,25 @@ def test_dchn_raw_images_through_the_cache():
     assert np.array_equal(labels, View.labels[[4, 0, 2]])
 
 
+def write_faces(root, seed, test_per_person, shape):
+    """An identity-folder tree: 3 people, 4 training and ``test_per_person`` test images."""
+    rng = np.random.default_rng(seed)
+    for split, per in (("train", 4), ("test", test_per_person)):
+        for person in range(3):
+            folder = root / split / f"p{person}"
+            folder.mkdir(parents=True)
+            for i in range(per):
+                Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
+                    folder / f"{i}.png")
+
+
 def test_loaders_serve_the_same_data_cached_or_not(tmp_path):
     """A folder dataset: database and queries (deterministic transforms) are
     identical either way; the training batches cover the same items."""
     from data import DataRequest, build_splits, make_loaders
     from data.loaders import CacheOptions
 
-    rng = np.random.default_rng(2)
-    for split, per in (("train", 4), ("test", 2)):
-        for person in range(3):
-            folder = tmp_path / "faces" / split / f"p{person}"
-            folder.mkdir(parents=True)
-            for i in range(per):
-                Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(
-                    folder / f"{i}.png")
+    write_faces(tmp_path / "faces", seed=2, test_per_person=2, shape=(40, 36, 3))
     splits = build_splits("folder", DataRequest(root=str(tmp_path / "faces"), img_size=32,
                                                 preset="dcdh"))
     plain = make_loaders(splits, 5, torch.device("cpu"), workers=0)
@@ -182,14 +187,7 @@ def test_loaders_draw_once_per_batch_for_opqn_cached_or_not(tmp_path):
     from data.cache import BatchTail
     from data.loaders import CacheOptions
 
-    rng = np.random.default_rng(4)
-    for split, per in (("train", 4), ("test", 1)):
-        for person in range(3):
-            folder = tmp_path / "faces" / split / f"p{person}"
-            folder.mkdir(parents=True)
-            for i in range(per):
-                Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
-                    folder / f"{i}.png")
+    write_faces(tmp_path / "faces", seed=4, test_per_person=1, shape=(40, 40, 3))
     splits = build_splits("folder", DataRequest(root=str(tmp_path / "faces"), img_size=32,
                                                 preset="opqn_small"))
     plain = make_loaders(splits, 5, torch.device("cpu"), workers=0, batch_augment=True)
