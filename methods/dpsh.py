@@ -195,6 +195,17 @@ class CodeTableMethod(Method):
                    index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def configure_optimizers(self, recipe):
+        """The published SGD over the network (momentum and weight decay from
+        the recipe) and the recipe's schedule."""
+        optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay)
+        return optimizer, recipe.scheduler(optimizer)
+
+    @classmethod
+    def speed_settings(cls) -> list:
+        return [(f"{cls.name}_dfhnet", {"bits": 48, "arch": "dfhnet"}, DataFacts(530, 32), 128)]
+
     def resume_state(self) -> dict:
         return {"U": self.U, "B": self.B}
 
@@ -278,16 +289,6 @@ class DPSH(CodeTableMethod):
         loss, _, _ = dpsh_loss(outputs, self.U, self.B, index, labels, self.train_labels,
                                self.config.lam)
         return loss
-
-    def configure_optimizers(self, recipe: DPSHRecipe):
-        """The published SGD (no momentum) and its step schedule."""
-        optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay)
-        return optimizer, recipe.scheduler(optimizer)
-
-    @classmethod
-    def speed_settings(cls) -> list:
-        return [("dpsh_dfhnet", {"bits": 48, "arch": "dfhnet"}, DataFacts(530, 32), 128)]
 
     def describe(self) -> str:
         return f"DPSH, {self.config.arch}, {self.config.bits} bits, lambda {self.config.lam}"

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from methods.base import DataFacts, option
 from methods.dpsh import CodeTableMethod, TableConfig
 from methods.recipes.dsdh import DSDHRecipe, recipe_for
@@ -81,13 +79,7 @@ class DSDH(CodeTableMethod):
         """``update.m``: SGD without momentum, weight decay 5e-4, one lr per
         epoch on the logspace schedule; the gradient divisor is the recipe's batch."""
         self.update_batch = recipe.batch
-        optimizer = torch.optim.SGD(self.net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay)
-        return optimizer, recipe.scheduler(optimizer)
-
-    @classmethod
-    def speed_settings(cls) -> list:
-        return [("dsdh_dfhnet", {"bits": 48, "arch": "dfhnet"}, DataFacts(530, 32), 128)]
+        return super().configure_optimizers(recipe)
 
     def describe(self) -> str:
         c = self.config

@@ -17,7 +17,7 @@ import torch
 import evaluation
 import train as train_script
 from data.registry import DataFacts
-from methods import from_checkpoint, method_class, method_names
+from methods import from_checkpoint, method_class, method_names, read_checkpoint
 from methods.ddh import HeldOutBatchSampler, KerasAdam, fitted_items
 from models import DDH
 from models.losses.ddh import ddh_loss, keras_categorical_crossentropy, loss_01
@@ -333,7 +333,7 @@ def test_layouts_are_told_apart(tmp_path):
     for name, state in _official_states().items():
         path = tmp_path / f"{name}.pth"
         torch.save(state, path)
-        obj = torch.load(path, weights_only=False)
+        obj = read_checkpoint(path)  # the project's safe reader, as from_checkpoint reads
         for mine in ("ddh", "ddah"):
             assert (method_class(mine).recognise(obj, path) is not None) == (name == mine), \
                 (mine, name)
