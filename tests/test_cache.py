@@ -200,3 +200,20 @@ def test_loaders_draw_once_per_batch_for_opqn_cached_or_not(tmp_path):
         assert [tuple(x.shape) for x, _ in batches] == [(5, 3, 32, 32), (5, 3, 32, 32),
                                                        (2, 3, 32, 32)]
         assert sorted(int(v) for _, y in batches for v in y) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_disk_cache_without_a_folder_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys):
+    import train as train_script
+    from script_runner import run
+
+    write_faces(tmp_path / "faces", seed=5, test_per_person=1, shape=(40, 40, 3))
+    good = tmp_path / "ck" / "dcdh_folder_12bits.tar"
+    good.parent.mkdir()
+    good.write_bytes(b"a good checkpoint")
+    assert run(train_script, "--method", "dcdh", "--dataset", "folder", "--data-root",
+               tmp_path / "faces", "--len", 12, "--epochs", 1, "--img-size", 32, "--cache",
+               "disk", "--overwrite", "--no-progress", "--checkpoint-dir", tmp_path / "ck",
+               "--log-dir", tmp_path / "log") == 2
+    assert capsys.readouterr().err == ("error: --cache disk needs --cache-dir DIR (where the "
+                                       "decoded images go)\n")
+    assert good.read_bytes() == b"a good checkpoint"
